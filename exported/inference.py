@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -167,13 +168,17 @@ def attach_adapter(model: torch.nn.Module, adapter_dir: str | Path, name: str,
     shapes = _file_shapes(weights)
     _check_keys_against_base(base, shapes, weights)
     try:
-        if isinstance(model, PeftModel):
-            model.load_adapter(str(adapter_dir), adapter_name=name)
-        else:
-            model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name)
+        with warnings.catch_warnings():
+            # peft calls an API transformers 5 deprecates; the keys are checked below instead.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            if isinstance(model, PeftModel):
+                model.load_adapter(str(adapter_dir), adapter_name=name)
+            else:
+                model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name)
     except Exception as exc:
         raise AdapterIncompatible(f"{weights}: cannot load ({type(exc).__name__}: {exc})") from exc
-    loaded = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model, adapter_name=name).items()}
+    state = get_peft_model_state_dict(model, adapter_name=name, save_embedding_layers=False)
+    loaded = {k: tuple(v.shape) for k, v in state.items()}
     if loaded != shapes:
         model.delete_adapter(name)
         raise AdapterIncompatible(f"{weights}: loaded tensors differ from the file's ({sorted(set(loaded) ^ set(shapes))[:3]})")

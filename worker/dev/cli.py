@@ -51,6 +51,61 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from worker.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.check:
+        if Path(args.output).read_text() != text:
+            print(f"{args.output} is stale: run `fastbackend schema --write`", file=sys.stderr)
+            return 1
+        print(f"{args.output} is up to date")
+    elif args.write:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from worker.dev.local import HANDLER_MODULE, handler_env
+
+    command = [sys.executable, "-m", HANDLER_MODULE, "--rp_serve_api", "--rp_api_host", args.host,
+               "--rp_api_port", str(args.port)]
+    print(f"serving RunPod's local API on http://{args.host}:{args.port} (POST /runsync, /run, /status/<id>)")
+    return subprocess.call(command, cwd=_root(), env=handler_env())
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    import json
+
+    from worker.dev.local import LocalApi, build_payload, run_test_input
+
+    job = build_payload([Path(p) for p in args.images], adapter=args.adapter, top_k=args.top_k)
+    if args.local:
+        answer = LocalApi(args.local).runsync(job)
+        output, error = answer.get("output"), answer.get("error")
+    else:
+        run = run_test_input(job, _root())
+        output, error = run.output, run.error or (None if run.returncode == 0 else run.log[-2000:])
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(output, indent=2))
+        return 0
+    for path, prediction in zip(args.images, output["predictions"]):
+        ranked = ", ".join(f"{p['label']} {p['score']:.3f}" for p in prediction["top_k"])
+        print(f"{path}: {prediction['label']}  ({ranked})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastbackend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     refresh = sub.add_parser("refresh", help="re-execute notebooks in place and strip volatile metadata")
     refresh.add_argument("notebooks", nargs="*", help="default: notebooks/*.ipynb")
     refresh.set_defaults(func=cmd_refresh)
+    schema = sub.add_parser("schema", help="the job input JSON Schema")
+    schema.add_argument("--output", default="schema/input.json")
+    mode = schema.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write it to --output")
+    mode.add_argument("--check", action="store_true", help="fail if --output is stale")
+    schema.set_defaults(func=cmd_schema)
+
+    serve = sub.add_parser("serve", help="run the handler under RunPod's local API (--rp_serve_api)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    invoke = sub.add_parser("invoke", help="predict image files with the handler (--test_input or a local API)")
+    invoke.add_argument("images", nargs="+", help="PNG or JPEG files")
+    invoke.add_argument("--adapter", help="adapter name (default: the base model)")
+    invoke.add_argument("--top-k", type=int, default=3)
+    invoke.add_argument("--local", metavar="URL", help="a running local API, e.g. http://127.0.0.1:8000")
+    invoke.add_argument("--json", action="store_true", help="print the raw output")
+    invoke.set_defaults(func=cmd_invoke)
     return parser
 
 

@@ -68,5 +68,50 @@ def main_job(root: Path, models_dir: Path, rebuild: bool = False) -> int:
     write_metrics(run_dir / "metrics.json", metrics)
     print()
     print(accuracy_table(metrics))
+    print()
+    serve_steps(root, models_dir, run_dir)
     print(f"\ndone in {time.perf_counter() - started:.0f} s; executed notebooks and figures in {run_dir.relative_to(root)}")
     return 0
+
+
+def _digit_png(task: str, index: int) -> tuple[str, int]:
+    """A held-out digit of a task as base64 PNG, with its true label."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from exported.demo_models import load_digit_task
+
+    images, labels = load_digit_task(task, "test")
+    buffer = io.BytesIO()
+    Image.fromarray(images[index]).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii"), int(labels[index])
+
+
+def _shown(output: dict[str, Any] | None) -> str:
+    if not output or "predictions" not in output:
+        return f"no prediction ({output})"
+    first = output["predictions"][0]
+    return f"{first['label']} (score {first['score']:.3f}, adapter {output.get('adapter')})"
+
+
+def serve_steps(root: Path, models_dir: Path, run_dir: Path) -> None:
+    """Export, then answer real jobs through RunPod's --test_input and its local API."""
+    from worker.dev.export import export
+    from worker.dev.local import run_test_input, serve_api
+
+    print("exporting notebooks -> exported/ ...", flush=True)
+    export(root)
+    env = {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters")}
+    started = time.perf_counter()
+    local = run_test_input(None, root, env)
+    (run_dir / "test_input.log").write_text(local.log)
+    if local.returncode != 0:
+        raise SystemExit(f"--test_input failed (exit {local.returncode}); log: {run_dir / 'test_input.log'}")
+    print(f"--test_input (test_input.json, a held-out '6'): {_shown(local.output)}  [{time.perf_counter() - started:.1f} s]")
+    image, label = _digit_png("inverted", 0)
+    job = {"input": {"images": image, "adapter": "inverted", "top_k": 3}}
+    with serve_api(root, env=env, log_file=run_dir / "local_api.log") as api:
+        print(f"local API {api.url} /runsync (an inverted '{label}'): {_shown(api.runsync(job).get('output'))}")
+        print(f"local API {api.url} /run + /status (same image): {_shown(api.run_and_wait(job).get('output'))}")

@@ -1,0 +1,109 @@
+"""Worker configuration: immutable, validated, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+# Every setting is read from FASTBACKEND_<FIELD NAME> (see ENV_VARS below, built from the
+# dataclass so names and fields cannot drift). Nothing else in the runtime reads os.environ.
+ENV_PREFIX = "FASTBACKEND_"
+
+RUNSYNC_LIMIT_BYTES = 20_000_000  # RunPod refuses /runsync bodies over 20 MB
+RUN_LIMIT_BYTES = 10_000_000  # and /run bodies over 10 MB
+RESULT_LIMIT_BYTES = 20_000_000  # results over ~20 MB fail to post
+
+ALL = "*"
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything the worker can be told, with defaults for the embedded demo models."""
+
+    base_model: str = "models/base"
+    adapters_dir: str = "models/adapters"
+    preload_adapters: tuple[str, ...] = (ALL,)  # ("*",) = every adapter in the folder
+    adapter_cache_size: int = 4
+    merge_adapter: str = ""  # serve only this adapter, merged into the base (fast path)
+    device: str = "auto"  # auto = cuda when available, else cpu
+    dtype: str = "float32"
+    max_payload_bytes: int = RUN_LIMIT_BYTES  # the stricter of RunPod's two request limits
+    max_image_bytes: int = 8_000_000
+    max_image_side: int = 4096
+    max_image_pixels: int = 16_777_216
+    max_batch: int = 64
+    max_output_bytes: int = 18_000_000  # margin under RunPod's ~20 MB result limit
+    concurrency: int = 1
+    max_jobs_in_flight: int = 0  # 0 = the concurrency
+    max_queued_images: int = 1024
+    rss_ceiling_mb: int = 0  # 0 = off; above it the worker asks RunPod to recycle it
+    cuda_cache_limit_mb: int = 2048
+    warmup: bool = True
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        positive = ("adapter_cache_size", "max_payload_bytes", "max_image_bytes", "max_image_side",
+                    "max_image_pixels", "max_batch", "max_output_bytes", "concurrency", "max_queued_images")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_jobs_in_flight", "rss_ceiling_mb", "cuda_cache_limit_mb"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_payload_bytes > RUNSYNC_LIMIT_BYTES:
+            raise ConfigError(f"max_payload_bytes over RunPod's {RUNSYNC_LIMIT_BYTES} byte /runsync limit")
+        if self.max_output_bytes > RESULT_LIMIT_BYTES:
+            raise ConfigError(f"max_output_bytes over RunPod's {RESULT_LIMIT_BYTES} byte result limit")
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        for name in (*self.preload_adapters, *([self.merge_adapter] if self.merge_adapter else [])):
+            if name != ALL and not _ADAPTER_NAME.match(name):
+                raise ConfigError(f"invalid adapter name {name!r}")
+
+    @property
+    def jobs_in_flight_limit(self) -> int:
+        return self.max_jobs_in_flight or self.concurrency
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "WorkerConfig":
+        """Build the config from FASTBACKEND_* variables; unset ones keep their defaults.
+
+        Raises:
+            ConfigError: a value does not parse or is out of range; names the variable.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            var = ENV_VARS[f.name]
+            if var not in env:
+                continue
+            raw = env[var].strip()
+            try:
+                if f.name == "preload_adapters":
+                    values[f.name] = tuple(n.strip() for n in raw.split(",") if n.strip())
+                elif f.type == "int":
+                    values[f.name] = int(raw)
+                elif f.type == "bool":
+                    if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                        raise ValueError(raw)
+                    values[f.name] = raw.lower() in ("1", "true", "yes")
+                else:
+                    values[f.name] = raw.upper() if f.name == "log_level" else raw
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r}: expected {f.type}") from None
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (from the FASTBACKEND_* environment)") from None
+
+
+ENV_VARS: dict[str, str] = {f.name: f"{ENV_PREFIX}{f.name.upper()}" for f in fields(WorkerConfig)}

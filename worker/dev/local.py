@@ -1,0 +1,148 @@
+"""RunPod's own local tooling, driven from Python: `--test_input` and `--rp_serve_api`.
+
+Used by `fastbackend serve`/`invoke`, by `make run` and by the integration tests, so all of
+them exercise the handler exactly as RunPod documents local testing.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+HANDLER_MODULE = "exported.handler"
+_RESULT_PREFIX = "Job result: "
+
+
+def handler_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a local worker process: offline, no platform fitness checks."""
+    env = dict(os.environ)
+    env.update({"RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true", "NO_ALBUMENTATIONS_UPDATE": "1",
+                "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(extra or {})
+    return env
+
+
+def encode_image_file(path: Path) -> str:
+    """Base64 of an image file's bytes (PNG or JPEG, sent as is)."""
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def build_payload(images: Sequence[Path], adapter: str | None = None, top_k: int = 1) -> dict[str, Any]:
+    """A job body `{"input": {...}}` for a predict on image files."""
+    encoded = [encode_image_file(p) for p in images]
+    body: dict[str, Any] = {"images": encoded[0] if len(encoded) == 1 else encoded, "top_k": top_k}
+    if adapter:
+        body["adapter"] = adapter
+    return {"input": body}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class TestInputRun:
+    returncode: int
+    output: dict[str, Any] | None  # what the handler returned, as RunPod's run_job passed it on
+    error: str | None
+    log: str
+
+
+def run_test_input(job: dict[str, Any] | None, root: Path, env: dict[str, str] | None = None,
+                   timeout: float = 180) -> TestInputRun:
+    """`python -m exported.handler --test_input '<job>'` (or test_input.json when job is None)."""
+    args = [sys.executable, "-m", HANDLER_MODULE]
+    if job is not None:
+        args += ["--test_input", json.dumps(job)]
+    done = subprocess.run(args, cwd=root, env=handler_env(env), capture_output=True, text=True, timeout=timeout)
+    log = done.stdout + done.stderr
+    result: dict[str, Any] = {}
+    for line in log.splitlines():
+        if _RESULT_PREFIX in line:  # RunPod prints the job result as a Python literal
+            result = ast.literal_eval(line.split(_RESULT_PREFIX, 1)[1])
+    return TestInputRun(done.returncode, result.get("output"), result.get("error"), log)
+
+
+class LocalApi:
+    """A client for RunPod's local API server (`--rp_serve_api`)."""
+
+    def __init__(self, url: str, timeout: float = 120) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        data = json.dumps(body or {}).encode()
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            payload = exc.read()
+            try:
+                return exc.code, json.loads(payload)
+            except ValueError:
+                return exc.code, {"raw": payload.decode(errors="replace")}
+
+    def runsync(self, job: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/runsync", job)[1]
+
+    def run_and_wait(self, job: dict[str, Any]) -> dict[str, Any]:
+        """`/run`, then `/status/{id}`: the local API runs a stored job when its status is asked."""
+        accepted = self.post("/run", job)[1]
+        return self.post(f"/status/{accepted['id']}")[1]
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/openapi.json", timeout=2) as response:
+                return response.status == 200
+        except (OSError, ValueError):
+            return False
+
+
+@contextmanager
+def serve_api(root: Path, port: int | None = None, env: dict[str, str] | None = None,
+              startup_timeout: float = 180, log_file: Path | None = None) -> Iterator[LocalApi]:
+    """Start the handler with `--rp_serve_api` on loopback, wait until it answers, stop it after.
+
+    Raises:
+        RuntimeError: the process exited or did not answer within `startup_timeout`.
+    """
+    port = port or free_port()
+    args = [sys.executable, "-m", HANDLER_MODULE, "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+            "--rp_api_port", str(port), "--rp_log_level", "WARN"]
+    sink = open(log_file, "w") if log_file else subprocess.DEVNULL
+    process = subprocess.Popen(args, cwd=root, env=handler_env(env), stdout=sink, stderr=subprocess.STDOUT)
+    api = LocalApi(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not api.ready():
+            if process.poll() is not None:
+                raise RuntimeError(f"local API exited with code {process.returncode} before answering"
+                                   + (f"; log: {log_file}" if log_file else ""))
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"local API did not answer within {startup_timeout:.0f} s")
+            time.sleep(0.1)
+        yield api
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log_file:
+            sink.close()

@@ -1,0 +1,83 @@
+"""RunPod's size limits, checked cheaply: before decoding, and without re-serialising input."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from worker.errors import ErrorCode, WorkerError
+
+MAX_DEPTH = 32
+
+
+def payload_size(value: Any, limit: int) -> int:
+    """An upper-bound estimate of `value`'s JSON size in bytes, stopping once past `limit`.
+
+    Walks the structure instead of serialising it: a 25 MB base64 string costs a length
+    lookup, not a copy. Non-ASCII text counts 4 bytes a character (its worst case).
+
+    Raises:
+        WorkerError: INVALID_INPUT when nesting is deeper than MAX_DEPTH.
+    """
+    size = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack and size <= limit:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise WorkerError(ErrorCode.INVALID_INPUT, f"input nested deeper than {MAX_DEPTH} levels", field="input")
+        if isinstance(item, str):
+            size += len(item) * (1 if item.isascii() else 4) + 2
+        elif isinstance(item, dict):
+            size += 2 + len(item)
+            for key, child in item.items():
+                stack.append((key, depth + 1))
+                stack.append((child, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            size += 2 + len(item)
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, bool) or item is None:
+            size += 5
+        elif isinstance(item, int):
+            size += 24 if item.bit_length() < 64 else len(str(item))
+        else:
+            size += 24
+    return size
+
+
+def check_payload(value: Any, limit: int) -> None:
+    """Refuse a job input over the configured limit (default: RunPod's 10 MB /run limit)."""
+    size = payload_size(value, limit)
+    if size > limit:
+        raise WorkerError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"input is over {limit:,} bytes (RunPod accepts 10 MB on /run, 20 MB on /runsync); "
+            "send fewer or smaller images per job",
+            field="input",
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    # Finite floats only: NaN/Infinity are not JSON and RunPod cannot post them.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"non-finite float {value}")
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def encoded_size(body: dict[str, Any]) -> int:
+    """Serialise once, strictly: raises TypeError/ValueError for anything that is not JSON."""
+    return len(json.dumps(body, allow_nan=False, default=_jsonable, separators=(",", ":")))
+
+
+def check_output(body: dict[str, Any], limit: int) -> None:
+    """Refuse a result RunPod could not post: not JSON (INTERNAL) or too large."""
+    try:
+        size = encoded_size(body)
+    except (TypeError, ValueError) as exc:
+        raise WorkerError(ErrorCode.INTERNAL, f"result is not JSON-serialisable ({exc})") from None
+    if size > limit:
+        raise WorkerError(
+            ErrorCode.OUTPUT_TOO_LARGE,
+            f"result is {size:,} bytes, over the {limit:,} byte limit (RunPod fails to post results "
+            "near 20 MB); send fewer images per job, or ask for less (top_k, return_logits, return_pixels)",
+        )

@@ -1,0 +1,161 @@
+"""The worker: explicit one-time setup, then a thin `handle(job)` over pure steps.
+
+    setup:  config -> load base -> preload adapters -> warm-up forward   (before start())
+    handle: payload size -> parse input -> admit -> op -> check output -> answer
+
+`handle` never raises and always returns a JSON-serialisable dict: a success body, or the
+one error shape of worker.errors (with `refresh_worker` when the worker must be recycled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from typing import Any, Iterator
+
+from worker.config import ConfigError, WorkerConfig
+from worker.contract import NotebookFunctions
+from worker.errors import ErrorCode, WorkerError, classify, error_response
+from worker.limits import check_output, check_payload
+from worker.models import ModelHost
+from worker.ops import OPERATIONS, WorkerState
+from worker.schema import OPS, parse_input
+from worker.telemetry import Metrics, configure_logging, log_event, rss_mb
+
+
+class Admission:
+    """Caps jobs in flight and images queued in this worker; over a cap, refuse at once."""
+
+    def __init__(self, max_jobs: int, max_images: int) -> None:
+        self.max_jobs, self.max_images = max_jobs, max_images
+        self.jobs = self.images = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def admit(self, images: int) -> Iterator[None]:
+        with self._lock:
+            if self.jobs >= self.max_jobs or self.images + images > self.max_images:
+                raise WorkerError(ErrorCode.RATE_LIMITED, f"worker busy ({self.jobs} jobs, {self.images} images in "
+                                  f"flight; caps {self.max_jobs} and {self.max_images}); retry shortly")
+            self.jobs += 1
+            self.images += images
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.jobs -= 1
+                self.images -= images
+
+
+def _image_count(raw: Any) -> int:
+    images = raw.get("images") if isinstance(raw, dict) else None
+    return len(images) if isinstance(images, list) else int(images is not None)
+
+
+class Worker:
+    """Holds no model until `setup()`; creating one is cheap and has no side effects."""
+
+    def __init__(self, functions: NotebookFunctions) -> None:
+        self.functions = functions
+        self.state: WorkerState | None = None
+        self.admission = Admission(1, 1)
+
+    # -- setup ---------------------------------------------------------------
+    def setup(self, config: WorkerConfig | None = None) -> WorkerState:
+        """Config, base model, adapters, warm-up. Raises WorkerError/ConfigError on failure."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        config = config or WorkerConfig.from_env()
+        configure_logging(config.log_level)
+        state = WorkerState(config, ModelHost(config, self.functions), Metrics())
+        self.state = state
+        self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images)
+        timings["config_ms"] = _ms(start)
+        for stage, step in (("load_base_ms", state.host.load_base), ("preload_adapters_ms", state.host.preload),
+                            ("warmup_ms", state.host.warm_up if config.warmup else None)):
+            if step is not None:
+                start = time.perf_counter()
+                step()
+                timings[stage] = _ms(start)
+        timings["total_ms"] = round(sum(timings.values()), 3)
+        state.startup_ms = timings
+        state.ready = True
+        log_event("setup.done", **timings, adapters=list(state.host.registry), device=state.host.device())
+        return state
+
+    def setup_or_exit(self, config: WorkerConfig | None = None) -> WorkerState:
+        """`setup()`, or exit non-zero with one clear line: no job is pulled by a broken worker."""
+        try:
+            return self.setup(config)
+        except (WorkerError, ConfigError) as exc:
+            code = exc.code.value if isinstance(exc, WorkerError) else "CONFIG_INVALID"
+            log_event("setup.failed", logging.ERROR, code=code, error=str(exc))
+            sys.exit(f"fastbackend: setup failed: {exc}")
+
+    def start_options(self) -> dict[str, Any]:
+        """Extra keys for runpod.serverless.start: the concurrency from config."""
+        concurrency = self.state.config.concurrency if self.state else 1
+        return {"concurrency_modifier": lambda current: concurrency}
+
+    # -- jobs ----------------------------------------------------------------
+    def handle(self, job: Any) -> dict[str, Any]:
+        """Answer one RunPod job. Never raises; the result is always a JSON-serialisable dict."""
+        started = time.perf_counter()
+        job_id = job.get("id") if isinstance(job, dict) else None
+        job_id = job_id if isinstance(job_id, str) else None
+        op = "invalid"
+        refresh = False
+        try:
+            state = self._require_state()
+            raw = job.get("input") if isinstance(job, dict) else None
+            if raw is None:
+                raise WorkerError(ErrorCode.INVALID_INPUT, "job has no `input`", field="input")
+            if isinstance(raw, dict) and raw.get("op", "predict") in OPS:
+                op = raw.get("op", "predict")
+            check_payload(raw, state.config.max_payload_bytes)
+            request = parse_input(raw)
+            run, needs_model = OPERATIONS[request.op]
+            if needs_model and not state.ready:
+                raise WorkerError(ErrorCode.MODEL_NOT_READY, "the model is not loaded yet (setup has not finished)")
+            with self.admission.admit(_image_count(raw)):
+                body = {"status": "success", "op": request.op, **run(state, request)}
+            if isinstance(body.get("timings"), dict):
+                body["timings"]["total_ms"] = _ms(started)
+            check_output(body, state.config.max_output_bytes)
+            code = None
+        except Exception as exc:  # the one place any failure becomes an answer
+            error = classify(exc)
+            if error.code is ErrorCode.INTERNAL:
+                logging.getLogger("fastbackend").exception("job.internal_error", extra={"fields": {"job_id": job_id}})
+            body, code, refresh = error_response(error, job_id), error.code.value, error.fatal
+        duration = _ms(started)
+        refresh = self._after_job(op, code, duration, job_id) or refresh
+        if refresh:
+            body["refresh_worker"] = True
+        return body
+
+    def _require_state(self) -> WorkerState:
+        if self.state is None:
+            raise WorkerError(ErrorCode.MODEL_NOT_READY, "the worker has not been set up (call setup() before start())")
+        return self.state
+
+    def _after_job(self, op: str, code: str | None, duration_ms: float, job_id: str | None) -> bool:
+        """Metrics, one log line, memory housekeeping. True when the worker should be recycled."""
+        state = self.state
+        if state is None:
+            return False
+        state.metrics.observe(op, "error" if code else "success", duration_ms, code)
+        state.host.release_cuda_cache()
+        rss = rss_mb()
+        over = bool(state.config.rss_ceiling_mb) and rss > state.config.rss_ceiling_mb
+        log_event("job.done", logging.WARNING if code else logging.INFO, job_id=job_id, op=op,
+                  duration_ms=duration_ms, code=code, rss_mb=rss, **({"refresh_worker": True} if over else {}))
+        return over
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+

@@ -1,0 +1,133 @@
+"""The job input schema (pydantic v2): validated before any work, unknown keys rejected.
+
+`parse_input` is pure: it takes `job["input"]` and returns a typed request or raises a
+WorkerError naming the field. The JSON Schema published in schema/input.json is generated
+from these models (`fastbackend schema`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from worker.errors import ErrorCode, WorkerError
+
+ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_TOP_K = 100
+OPS = ("predict", "preprocess", "adapters", "health", "metrics", "ping", "echo")
+
+Images = Union[StrictStr, Annotated[list[StrictStr], Field(min_length=1)]]
+_IMAGES_DOC = "base64-encoded PNG or JPEG (optionally as a data: URL); one string or a list"
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PredictInput(_Input):
+    """Classify images with the base model or a named adapter."""
+
+    op: Literal["predict"] = "predict"
+    images: Images = Field(description=_IMAGES_DOC)
+    adapter: StrictStr | None = Field(None, pattern=ADAPTER_NAME_PATTERN,
+                                      description="adapter name from the `adapters` op; omitted = the base model")
+    top_k: StrictInt = Field(1, ge=1, le=MAX_TOP_K, description="how many ranked labels to return per image")
+    return_logits: StrictBool = Field(False, description="also return the raw logits")
+
+
+class PreprocessInput(_Input):
+    """Run only decoding and preprocessing; report what the model would receive."""
+
+    op: Literal["preprocess"]
+    images: Images = Field(description=_IMAGES_DOC)
+    return_pixels: StrictBool = Field(False, description="also return the pixel values (can be large)")
+
+
+class EchoInput(_Input):
+    """Return `payload` unchanged: checks a client's encoding and the round trip."""
+
+    op: Literal["echo"]
+    payload: Any = None
+
+
+class AdaptersInput(_Input):
+    op: Literal["adapters"]
+
+
+class HealthInput(_Input):
+    op: Literal["health"]
+
+
+class MetricsInput(_Input):
+    op: Literal["metrics"]
+
+
+class PingInput(_Input):
+    op: Literal["ping"]
+
+
+MODELS: dict[str, type[_Input]] = {
+    "predict": PredictInput, "preprocess": PreprocessInput, "adapters": AdaptersInput, "health": HealthInput,
+    "metrics": MetricsInput, "ping": PingInput, "echo": EchoInput,
+}
+JobInput = Union[tuple(MODELS.values())]
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    # For a union (`images`), pydantic adds the branch type to the location; drop it.
+    loc = tuple(p for p in error["loc"] if p not in ("str", "list[str]"))
+    field = _field_path(loc) or "input"
+    if error["type"] == "extra_forbidden":
+        return field, f"unknown key {field!r}"
+    return field, f"{field}: {error['msg']}"
+
+
+def parse_input(raw: Any) -> _Input:
+    """Validate `job["input"]` into one of the request models.
+
+    Raises:
+        WorkerError: INVALID_INPUT (naming the field) or UNKNOWN_OP.
+    """
+    if not isinstance(raw, dict):
+        raise WorkerError(ErrorCode.INVALID_INPUT, f"input must be a JSON object, got {type(raw).__name__}", field="input")
+    op = raw.get("op", "predict")
+    if not isinstance(op, str):
+        raise WorkerError(ErrorCode.INVALID_INPUT, f"op must be a string, got {type(op).__name__}", field="op")
+    model = MODELS.get(op)
+    if model is None:
+        shown = op if len(op) <= 40 else op[:40] + "..."
+        raise WorkerError(ErrorCode.UNKNOWN_OP, f"unknown op {shown!r}; known: {', '.join(OPS)}", field="op")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        # The deepest location is the most precise (for `images`, the failing list item).
+        errors = exc.errors(include_url=False, include_input=False)
+        def precision(e: dict[str, Any]) -> tuple[int, bool]:
+            given = raw.get(e["loc"][0]) if e["loc"] else None
+            return len(e["loc"]), isinstance(given, list) == ("list[str]" in e["loc"])
+
+        field, message = _describe(max(errors, key=precision))
+        raise WorkerError(ErrorCode.INVALID_INPUT, message, field=field) from None
+
+
+def image_list(request: PredictInput | PreprocessInput) -> list[str]:
+    return [request.images] if isinstance(request.images, str) else list(request.images)
+
+
+def json_schema() -> dict[str, Any]:
+    """The published JSON Schema of `job["input"]`."""
+    from pydantic import TypeAdapter
+
+    schema = TypeAdapter(JobInput).json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "FastBackend job input"
+    schema["description"] = "The `input` object of a RunPod job sent to a FastBackend worker. `op` defaults to predict."
+    return schema

@@ -1,0 +1,116 @@
+"""Structured logs (one JSON object per line on stdout) and in-process metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from typing import Any
+
+LOGGER_NAME = "fastbackend"
+_LATENCY_WINDOW = 2048  # per op: enough for stable p99, bounded memory
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux /proc; 0.0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    import os
+
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
+def cuda_memory_mb() -> dict[str, float] | None:
+    """Allocated and reserved CUDA memory in MiB, or None without a GPU (torch not imported here)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return {"cuda_allocated_mb": round(torch.cuda.memory_allocated() / 2**20, 1),
+            "cuda_reserved_mb": round(torch.cuda.memory_reserved() / 2**20, 1)}
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": round(record.created, 3),
+            "level": record.levelname,
+            "logger": LOGGER_NAME,
+            "event": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+def configure_logging(level: str) -> logging.Logger:
+    """Our own logger with its own handler: `import runpod` reconfiguring the root logger
+    (it sets INFO and adds a handler) cannot duplicate or reformat our lines."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(level)
+    logger.propagate = False
+    if not any(getattr(h, "_fastbackend", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(_JsonFormatter())
+        handler._fastbackend = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    return logger
+
+
+def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one event with structured fields. Never pass image data or secrets."""
+    logger = logging.getLogger(LOGGER_NAME)
+    if logger.isEnabledFor(level):
+        fields.setdefault("rss_mb", rss_mb())
+        cuda = cuda_memory_mb()
+        if cuda:
+            fields.update(cuda)
+        logger.log(level, event, extra={"fields": fields})
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return round(sorted_values[index], 3)
+
+
+class Metrics:
+    """Counters and latency windows for the `metrics` op; thread-safe."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._jobs: Counter[tuple[str, str]] = Counter()
+        self._errors: Counter[str] = Counter()
+        self._latency: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=_LATENCY_WINDOW))
+
+    def observe(self, op: str, status: str, duration_ms: float, code: str | None = None) -> None:
+        with self._lock:
+            self._jobs[(op, status)] += 1
+            self._latency[op].append(duration_ms)
+            if code:
+                self._errors[code] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            jobs: dict[str, dict[str, int]] = defaultdict(dict)
+            for (op, status), n in sorted(self._jobs.items()):
+                jobs[op][status] = n
+            latency = {}
+            for op, window in sorted(self._latency.items()):
+                values = sorted(window)
+                latency[op] = {"count": len(values), "p50_ms": _percentile(values, 0.5),
+                               "p95_ms": _percentile(values, 0.95), "p99_ms": _percentile(values, 0.99)}
+            return {
+                "uptime_s": round(time.time() - self.started, 3),
+                "jobs": dict(jobs),
+                "jobs_total": sum(self._jobs.values()),
+                "errors": dict(sorted(self._errors.items())),
+                "latency": latency,
+                "memory": {"rss_mb": rss_mb(), **(cuda_memory_mb() or {})},
+            }
