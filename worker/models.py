@@ -103,11 +103,11 @@ class ModelHost:
             self.forward(blank, adapter)
 
     # -- serving -------------------------------------------------------------
-    def ensure(self, name: str | None) -> None:
-        """Make an adapter ready to serve: a cache hit, or a load (evicting the LRU one).
+    def validate(self, name: str | None) -> None:
+        """Refuse an adapter this worker cannot serve, before any work is done for the job.
 
         Raises:
-            WorkerError: UNKNOWN_ADAPTER, or ADAPTER_INCOMPATIBLE from the loader.
+            WorkerError: UNKNOWN_ADAPTER.
         """
         if name is None:
             if self.merged:
@@ -119,10 +119,20 @@ class ModelHost:
                 raise WorkerError(ErrorCode.UNKNOWN_ADAPTER, f"unknown adapter {name!r}; this worker serves only "
                                   f"{self.merged!r}", field="adapter")
             return
-        entry = self.registry.get(name)
-        if entry is None:
+        if name not in self.registry:
             known = ", ".join(self.registry) or "none"
             raise WorkerError(ErrorCode.UNKNOWN_ADAPTER, f"unknown adapter {name!r}; known: {known}", field="adapter")
+
+    def ensure(self, name: str | None) -> None:
+        """Make an adapter ready to serve: a cache hit, or a load (evicting the LRU one).
+
+        Raises:
+            WorkerError: UNKNOWN_ADAPTER, or ADAPTER_INCOMPATIBLE from the loader.
+        """
+        self.validate(name)
+        if name is None or self.merged:
+            return
+        entry = self.registry[name]
         with self.lock:
             if name in self._cache:
                 self.counters["hits"] += 1

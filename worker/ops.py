@@ -48,6 +48,7 @@ def decode_and_preprocess(state: WorkerState, request: PredictInput | Preprocess
 
 
 def predict(state: WorkerState, request: PredictInput) -> dict[str, Any]:
+    state.host.validate(request.adapter)
     pixels, timings = decode_and_preprocess(state, request)
     start = time.perf_counter()
     logits = state.host.forward(pixels, request.adapter)

@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 
 HANDLER_MODULE = "exported.handler"
 _RESULT_PREFIX = "Job result: "
+_FAILED_MARK = " failed with error: "
 
 
 def handler_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -74,6 +75,8 @@ def run_test_input(job: dict[str, Any] | None, root: Path, env: dict[str, str] |
     for line in log.splitlines():
         if _RESULT_PREFIX in line:  # RunPod prints the job result as a Python literal
             result = ast.literal_eval(line.split(_RESULT_PREFIX, 1)[1])
+        elif _FAILED_MARK in line:  # and a failed job's error string, then exits 1
+            result = {"error": line.split(_FAILED_MARK, 1)[1]}
     return TestInputRun(done.returncode, result.get("output"), result.get("error"), log)
 
 

@@ -1,0 +1,81 @@
+"""Integration: the generated handler under RunPod's own local tooling, in real processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import digit
+from worker.dev.local import run_test_input, serve_api
+
+
+@pytest.fixture(scope="module")
+def env(models_dir):
+    return {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters")}
+
+
+@pytest.fixture(scope="module")
+def api(root, env, tmp_path_factory):
+    log = tmp_path_factory.mktemp("api") / "local_api.log"
+    with serve_api(root, env=env, log_file=log) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def inverted_job():
+    image, label = digit("inverted", 7)
+    return {"input": {"images": image, "adapter": "inverted", "top_k": 3}}, str(label)
+
+
+def test_runsync_answers_with_the_prediction(api, inverted_job):
+    job, label = inverted_job
+    answer = api.runsync(job)
+    assert answer["status"] == "COMPLETED"
+    assert answer["output"]["predictions"][0]["label"] == label
+    assert answer["output"]["adapter"] == "inverted"
+
+
+def test_run_then_status_answers_with_the_prediction(api, inverted_job):
+    job, label = inverted_job
+    answer = api.run_and_wait(job)
+    assert answer["status"] == "COMPLETED" and answer["output"]["predictions"][0]["label"] == label
+
+
+def test_a_bad_job_fails_with_a_coded_string_and_the_server_stays_healthy(api, inverted_job):
+    answer = api.runsync({"input": {"images": "x", "adapter": "../secrets"}})
+    assert answer["status"] == "FAILED" and answer["error"].startswith("INVALID_INPUT: adapter")
+    assert api.runsync(inverted_job[0])["status"] == "COMPLETED"
+
+
+def test_test_input_gives_the_same_output_as_the_local_api(root, env, api, inverted_job):
+    job, label = inverted_job
+    local = run_test_input(job, root, env)
+    assert local.returncode == 0, local.log[-3000:]
+    served = api.runsync(job)["output"]
+    assert local.output["predictions"] == served["predictions"]
+    assert local.output["predictions"][0]["label"] == label
+
+
+def test_committed_test_input_json_predicts_its_digit(root, env):
+    local = run_test_input(None, root, env)
+    assert local.returncode == 0, local.log[-3000:]
+    assert local.output["predictions"][0]["label"] == "6"
+    assert json.loads((root / "test_input.json").read_text())["input"]["images"].startswith("iVBORw0KGgo")
+
+
+def test_log_lines_are_json_and_carry_no_image_data(root, env, inverted_job):
+    job, _ = inverted_job
+    local = run_test_input(job, root, env)
+    lines = [line for line in local.log.splitlines() if '"logger":"fastbackend"' in line]
+    ours = [json.loads(line) for line in lines]
+    events = [entry["event"] for entry in ours]
+    assert events[0] == "setup.done" and "job.done" in events
+    done = next(e for e in ours if e["event"] == "job.done")
+    assert {"time", "level", "job_id", "op", "duration_ms", "rss_mb", "code"} <= set(done)
+    assert not any(job["input"]["images"][:32] in line for line in lines)
+
+
+def test_a_failed_test_input_job_exits_non_zero(root, env):
+    local = run_test_input({"input": {"op": "nope"}}, root, env)
+    assert local.returncode == 1 and "UNKNOWN_OP" in local.error

@@ -1,0 +1,92 @@
+"""A worker that cannot serve exits non-zero with one clear line, before taking any job."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from worker.dev.local import handler_env
+
+
+def start_worker(root, env, timeout=120):
+    job = '{"input": {"op": "ping"}}'
+    return subprocess.run([sys.executable, "-m", "exported.handler", "--test_input", job], cwd=root,
+                          env=handler_env(env), capture_output=True, text=True, timeout=timeout)
+
+
+def failure_line(done) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.startswith("fastbackend: setup failed")]
+    assert len(lines) == 1, done.stderr[-2000:]
+    return lines[0]
+
+
+def test_missing_model_folder(root, tmp_path):
+    done = start_worker(root, {"FASTBACKEND_BASE_MODEL": str(tmp_path / "gone")})
+    assert done.returncode == 1
+    assert f"{tmp_path / 'gone' / 'config.json'}: missing" in failure_line(done)
+    assert "Job result" not in done.stdout
+
+
+def test_corrupt_base_weights(root, models_dir, tmp_path):
+    base = shutil.copytree(models_dir / "base", tmp_path / "base")
+    (base / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    done = start_worker(root, {"FASTBACKEND_BASE_MODEL": str(base), "FASTBACKEND_ADAPTERS_DIR": str(tmp_path / "none")})
+    assert done.returncode == 1 and "model.safetensors" in failure_line(done)
+
+
+def test_preloaded_adapter_for_another_base(root, models_dir, tmp_path):
+    import json
+
+    adapters = shutil.copytree(models_dir / "adapters", tmp_path / "adapters")
+    meta = adapters / "rot90" / "fastbackend.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "base_fingerprint": "feedfacefeedface"}))
+    done = start_worker(root, {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(adapters)})
+    assert done.returncode == 1 and "ADAPTER_INCOMPATIBLE" in failure_line(done) and "another base" in failure_line(done)
+
+
+def test_unreadable_adapters_folder(root, models_dir, tmp_path):
+    # A file where the folder should be: unreadable as a folder even for root (which ignores chmod).
+    adapters = tmp_path / "adapters"
+    adapters.write_text("not a folder")
+    done = start_worker(root, {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(adapters)})
+    assert done.returncode == 1 and f"{adapters}: unreadable" in failure_line(done)
+
+
+def test_invalid_config_names_the_variable(root, models_dir):
+    done = start_worker(root, {"FASTBACKEND_MAX_BATCH": "lots"})
+    assert done.returncode == 1 and "FASTBACKEND_MAX_BATCH='lots'" in failure_line(done)
+
+
+OOM_SCRIPT = r"""
+import base64, io, json, resource, sys
+import numpy as np
+from PIL import Image
+import exported.handler as h
+from worker.config import WorkerConfig
+h.WORKER.setup(WorkerConfig(base_model=sys.argv[1], adapters_dir=sys.argv[2]))
+buffer = io.BytesIO()
+Image.fromarray(np.zeros((4096, 4096, 4), np.uint8)).save(buffer, format="PNG")
+huge = base64.b64encode(buffer.getvalue()).decode()
+small = json.loads(open("test_input.json").read())
+with open("/proc/self/status") as f:
+    vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+resource.setrlimit(resource.RLIMIT_AS, (vm + 24 * 2**20, hard))  # a real allocation failure
+failed = h.handler({"id": "oom", "input": {"images": huge}})
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+after = h.handler({"id": "after", **small})
+print("RESULT " + json.dumps({"failed": failed, "after": after}))
+"""
+
+
+def test_out_of_memory_answers_the_job_and_asks_for_a_new_worker(root, models_dir):
+    done = subprocess.run([sys.executable, "-c", OOM_SCRIPT, str(models_dir / "base"), str(models_dir / "adapters")],
+                          cwd=root, env=handler_env(), capture_output=True, text=True, timeout=180)
+    import json
+
+    line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    assert result["failed"]["code"] == "OUT_OF_MEMORY" and result["failed"]["refresh_worker"] is True
+    assert result["failed"]["error"].startswith("OUT_OF_MEMORY: ")
+    assert result["after"]["predictions"][0]["label"] == "6"
