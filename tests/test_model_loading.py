@@ -40,7 +40,7 @@ def test_corrupt_base_safetensors_names_the_file(base_copy):
 def test_base_weights_missing_tensors_are_refused_not_randomly_initialised(base_copy):
     weights = base_copy / "model.safetensors"
     tensors = load_file(weights)
-    tensors.pop(next(k for k in tensors if "q_proj" in k))
+    tensors.pop(next(k for k in tensors if "query" in k))  # saved in the hub (pre-5) layout
     save_file(tensors, weights, metadata={"format": "pt"})
     with pytest.raises(ModelLoadFailed, match="do not fit"):
         load_base_model(base_copy)
