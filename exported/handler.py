@@ -45,9 +45,15 @@ def handler(job: dict) -> dict:
     return WORKER.handle(job)
 
 
+async def async_handler(job: dict) -> dict:
+    """The same, for FASTBACKEND_CONCURRENCY > 1: RunPod overlaps only async handlers, and
+    overlapping predict jobs are micro-batched into one forward pass."""
+    return await WORKER.handle_async(job)
+
+
 if __name__ == "__main__":
     # All heavy setup happens here, once, before the worker takes its first job.
     WORKER.setup_or_exit()
     import runpod
 
-    runpod.serverless.start({"handler": handler, **WORKER.start_options()})
+    runpod.serverless.start({"handler": async_handler if WORKER.concurrent else handler, **WORKER.start_options()})

@@ -40,7 +40,8 @@ class WorkerConfig:
     max_image_pixels: int = 16_777_216
     max_batch: int = 64
     max_output_bytes: int = 18_000_000  # margin under RunPod's ~20 MB result limit
-    concurrency: int = 1
+    concurrency: int = 1  # > 1: async handler, concurrent jobs micro-batched into one forward
+    max_batch_wait_ms: int = 5  # how long a micro-batch waits for more jobs after its first
     max_jobs_in_flight: int = 0  # 0 = the concurrency
     max_queued_images: int = 1024
     rss_ceiling_mb: int = 0  # 0 = off; above it the worker asks RunPod to recycle it
@@ -54,7 +55,7 @@ class WorkerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_jobs_in_flight", "rss_ceiling_mb", "cuda_cache_limit_mb"):
+        for name in ("max_jobs_in_flight", "rss_ceiling_mb", "cuda_cache_limit_mb", "max_batch_wait_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_payload_bytes > RUNSYNC_LIMIT_BYTES:

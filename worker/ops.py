@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from worker import __version__
+from worker.batching import MicroBatcher
 from worker.config import WorkerConfig
 from worker.errors import ErrorCode, WorkerError
 from worker.images import decode_image
@@ -24,6 +25,11 @@ class WorkerState:
     metrics: Metrics
     ready: bool = False
     startup_ms: dict[str, float] = field(default_factory=dict)
+    batcher: MicroBatcher | None = None  # set when concurrency > 1
+
+    def forward(self, pixels: np.ndarray, adapter: str | None) -> np.ndarray:
+        """One job's logits: through the micro-batcher when jobs run concurrently."""
+        return (self.batcher or self.host).forward(pixels, adapter)
 
 
 def _ms(start: float) -> float:
@@ -51,7 +57,7 @@ def predict(state: WorkerState, request: PredictInput) -> dict[str, Any]:
     state.host.validate(request.adapter)
     pixels, timings = decode_and_preprocess(state, request)
     start = time.perf_counter()
-    logits = state.host.forward(pixels, request.adapter)
+    logits = state.forward(pixels, request.adapter)
     timings["forward_ms"] = _ms(start)
     predictions = state.host.fns.top_k(logits, request.top_k, state.host.labels)
     if request.return_logits:
@@ -95,11 +101,14 @@ def health(state: WorkerState, request: Any) -> dict[str, Any]:
                    "max_batch": c.max_batch, "max_output_bytes": c.max_output_bytes},
         "concurrency": {"concurrency": c.concurrency, "max_jobs_in_flight": c.jobs_in_flight_limit,
                         "max_queued_images": c.max_queued_images},
+        "batching": {"enabled": state.batcher is not None, "max_batch_images": c.max_batch,
+                     "max_batch_wait_ms": c.max_batch_wait_ms},
     }
 
 
 def metrics(state: WorkerState, request: Any) -> dict[str, Any]:
-    return {**state.metrics.snapshot(), "adapter_cache": state.host.cache_state()}
+    batching = state.batcher.stats() if state.batcher else None
+    return {**state.metrics.snapshot(), "adapter_cache": state.host.cache_state(), "batching": batching}
 
 
 def ping(state: WorkerState, request: Any) -> dict[str, Any]:

@@ -9,13 +9,16 @@ one error shape of worker.errors (with `refresh_worker` when the worker must be 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
+from worker.batching import MicroBatcher
 from worker.config import ConfigError, WorkerConfig
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, WorkerError, classify, error_response
@@ -62,6 +65,7 @@ class Worker:
         self.functions = functions
         self.state: WorkerState | None = None
         self.admission = Admission(1, 1)
+        self._executor: ThreadPoolExecutor | None = None
 
     # -- setup ---------------------------------------------------------------
     def setup(self, config: WorkerConfig | None = None) -> WorkerState:
@@ -80,6 +84,9 @@ class Worker:
                 start = time.perf_counter()
                 step()
                 timings[stage] = _ms(start)
+        if config.concurrency > 1:
+            state.batcher = MicroBatcher(state.host.forward, config.max_batch, config.max_batch_wait_ms)
+            self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="fastbackend-job")
         timings["total_ms"] = round(sum(timings.values()), 3)
         state.startup_ms = timings
         state.ready = True
@@ -95,12 +102,27 @@ class Worker:
             log_event("setup.failed", logging.ERROR, code=code, error=str(exc))
             sys.exit(f"fastbackend: setup failed: {exc}")
 
+    @property
+    def concurrent(self) -> bool:
+        """True when jobs overlap: RunPod then needs the async handler (sync ones run one at a time)."""
+        return self._executor is not None
+
     def start_options(self) -> dict[str, Any]:
         """Extra keys for runpod.serverless.start: the concurrency from config."""
         concurrency = self.state.config.concurrency if self.state else 1
         return {"concurrency_modifier": lambda current: concurrency}
 
     # -- jobs ----------------------------------------------------------------
+    async def handle_async(self, job: Any) -> dict[str, Any]:
+        """`handle` off the event loop, so concurrent jobs overlap and meet in the micro-batcher.
+
+        Cancellation (asyncio.CancelledError) propagates to the caller; the job's thread
+        finishes its forward and its rows are dropped, so no batch is left waiting.
+        """
+        if self._executor is None:
+            return self.handle(job)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.handle, job)
+
     def handle(self, job: Any) -> dict[str, Any]:
         """Answer one RunPod job. Never raises; the result is always a JSON-serialisable dict."""
         started = time.perf_counter()
