@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 HANDLER_MODULE = "exported.handler"
 _RESULT_PREFIX = "Job result: "
 _FAILED_MARK = " failed with error: "
+RUNPOD_LOG_LINE_LIMIT = 4096  # runpod.serverless.modules.rp_logger.MAX_MESSAGE_LENGTH
 
 
 def handler_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -74,6 +75,9 @@ def run_test_input(job: dict[str, Any] | None, root: Path, env: dict[str, str] |
     result: dict[str, Any] = {}
     for line in log.splitlines():
         if _RESULT_PREFIX in line:  # RunPod prints the job result as a Python literal
+            if "...TRUNCATED" in log:
+                raise ValueError(f"RunPod's logger cut the job result (it truncates log lines over "
+                                 f"{RUNPOD_LOG_LINE_LIMIT} characters); ask for a smaller result or use the local API")
             result = ast.literal_eval(line.split(_RESULT_PREFIX, 1)[1])
         elif _FAILED_MARK in line:  # and a failed job's error string, then exits 1
             result = {"error": line.split(_FAILED_MARK, 1)[1]}

@@ -26,8 +26,8 @@ class ExecutedNotebook:
 
 
 def execute(source: Path, output: Path, parameters: dict[str, Any] | None = None,
-            cwd: Path | None = None, progress: bool = False) -> ExecutedNotebook:
-    """Run one notebook with papermill; save its figures as PNG beside the output.
+            cwd: Path | None = None, progress: bool = False, figures: bool = True) -> ExecutedNotebook:
+    """Run one notebook with papermill; save its figures as PNG beside the output (unless told not to).
 
     Raises:
         papermill.PapermillExecutionError: a cell failed (the partial notebook is at `output`).
@@ -41,7 +41,7 @@ def execute(source: Path, output: Path, parameters: dict[str, Any] | None = None
         kernel_name=KERNEL_NAME, progress_bar=progress, log_output=False,
     )
     nb = nbformat.read(output, as_version=4)
-    return ExecutedNotebook(source, output, metrics_from_notebook(nb), save_figures(nb, output))
+    return ExecutedNotebook(source, output, metrics_from_notebook(nb), save_figures(nb, output) if figures else ())
 
 
 def save_figures(nb: Any, output: Path) -> tuple[Path, ...]:
@@ -84,7 +84,7 @@ def refresh(notebooks: list[Path], root: Path) -> None:
     import nbformat
 
     for path in notebooks:
-        execute(path, path, cwd=root)
+        execute(path, path, cwd=root, figures=False)
         nb = nbformat.read(path, as_version=4)
         nbformat.write(clean(nb), path)
 

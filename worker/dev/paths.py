@@ -1,0 +1,26 @@
+"""Paths in notebooks mean the same wherever the kernel starts.
+
+JupyterLab and nbval start a notebook's kernel in the notebook's folder, papermill wherever
+it is told; a parameter like `model_dir = "models/base"` is therefore read relative to the
+project root (the nearest folder above the working directory holding pyproject.toml and
+notebooks/), not to the working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) with pyproject.toml and notebooks/."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    return here
+
+
+def project_path(path: str | Path) -> Path:
+    """An absolute path as is; a relative one under the project root."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
