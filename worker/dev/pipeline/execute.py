@@ -28,9 +28,10 @@ from worker.dev.pipeline.plan import PlannedStep, RunPlan
 from worker.dev.record import metrics_from_notebook
 
 ENGINE = "fastbackend-progress"
-# ipykernel warns on every start that its loopback TCP is unencrypted; on a pod or a laptop that
-# is noise in every run's output. Kernel crashes still reach stderr (they are not app log lines).
-KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
+# The kernel's own log is noise in a run's output: a warning on every start that its loopback TCP
+# is unencrypted, and "KeyboardInterrupt caught in kernel" when jupyter_client interrupts it
+# before every shutdown. Cell errors are in the executed notebook; a crash still reaches stderr.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 # Cells papermill adds to an executed notebook that the source notebook does not have.
 _ADDED_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
 

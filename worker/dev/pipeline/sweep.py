@@ -77,14 +77,19 @@ def _parallel(plans: tuple[RunPlan, ...], jobs: int, progress: Progress | None, 
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)) as pool:
             futures = {pool.submit(_run_in_worker, plan, i, context): i for i, plan in enumerate(plans)}
             pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index = futures[future]
-                    results[index] = skipped(plans[index]) if future.cancelled() else future.result()
-                if fail_fast and any(not r.ok for r in results.values()):
-                    for future in pending:
-                        future.cancel()
+            try:
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        index = futures[future]
+                        results[index] = skipped(plans[index]) if future.cancelled() else future.result()
+                    if fail_fast and any(not r.ok for r in results.values()):
+                        for future in pending:
+                            future.cancel()
+            except KeyboardInterrupt:
+                for future in pending:  # start nothing new; running workers record their interruption
+                    future.cancel()
+                raise
     finally:
         queue.put(None)
         relay_thread.join(timeout=5)
