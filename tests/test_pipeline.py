@@ -133,3 +133,17 @@ def test_fail_fast_skips_the_remaining_points(capsys, tmp_path):
     sweep = json.loads((folder / "sweep.json").read_text())
     assert [r["status"] for r in sweep["runs"]] == ["failed", "skipped"]
     assert not (folder / "divisor=1").exists()
+
+
+def test_jobs_below_one_is_refused(capsys, tmp_path):
+    code, _, err = run(capsys, tmp_path, "sweep", "--jobs", "0")
+    assert code == 2 and "--jobs must be at least 1" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_and_show_print_the_definitions(capsys):
+    assert main(["pipeline", "list", "--pipelines", str(PIPELINES)]) == 0
+    assert re.search(r"^two-steps\s+good -> consumer", capsys.readouterr().out, re.M)
+    assert main(["pipeline", "show", "wrong-type", "--pipelines", str(PIPELINES)]) == 0
+    assert re.search(r"^\s+limit\s+int \| None\s+None\s+notebook$", capsys.readouterr().out, re.M)
+    assert main(["pipeline", "show", "nope", "--pipelines", str(PIPELINES)]) == 2
