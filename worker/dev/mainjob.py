@@ -1,19 +1,18 @@
 """`fastbackend run`: the main job README's first command runs.
 
-Builds the embedded default models if they are missing, executes the notebooks with
-papermill into a run folder, and prints what a user wants to see first: how well the base
-and each adapter do.
+Builds the embedded default models if they are missing, executes the notebooks with the
+pipeline runner (pipelines.yaml) into run folders, and prints what a user wants to see first:
+how well the base and each adapter do.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 DEMO_NOTEBOOK = "notebooks/00_demo_models.ipynb"
-STEP_NOTEBOOKS = ("notebooks/01_preprocess.ipynb", "notebooks/02_inference.ipynb")
+PIPELINES_FILE = "pipelines.yaml"
 
 
 def models_present(models_dir: Path) -> bool:
@@ -22,16 +21,6 @@ def models_present(models_dir: Path) -> bool:
         (a / "adapter_model.safetensors").is_file() for a in adapters.iterdir()
     )
 
-
-def new_run_dir(root: Path, name: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = root / "runs" / f"{stamp}-{name}"
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = root / "runs" / f"{stamp}-{name}-{suffix}"
-    run_dir.mkdir(parents=True)
-    return run_dir
 
 
 def accuracy_table(metrics: dict[str, Any]) -> str:
@@ -49,28 +38,31 @@ def accuracy_table(metrics: dict[str, Any]) -> str:
 
 
 def main_job(root: Path, models_dir: Path, rebuild: bool = False) -> int:
-    from worker.dev.notebooks import execute, write_metrics
+    """Build the models if missing (pipeline `demo-models`), evaluate every adapter (pipeline
+    `evaluate`), print the accuracy table. Each pipeline leaves its own run folder in runs/.
+
+    Raises:
+        PipelineError: a pipeline was refused or a notebook step failed (StepFailed names the cell).
+    """
+    from worker.dev.pipeline.runner import run_pipeline
 
     started = time.perf_counter()
-    run_dir = new_run_dir(root, "run")
-    print(f"run folder: {run_dir.relative_to(root)}")
+    pipelines = root / PIPELINES_FILE
     if rebuild or not models_present(models_dir):
         print(f"building the embedded default models into {models_dir} ...", flush=True)
-        built = execute(root / DEMO_NOTEBOOK, run_dir / Path(DEMO_NOTEBOOK).name,
-                        {"output_dir": str(models_dir)}, cwd=root)
-        print(f"  built in {built.metrics.get('build_seconds', '?')} s")
-    metrics: dict[str, Any] = {}
-    params = {"model_dir": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters")}
-    for notebook in STEP_NOTEBOOKS:
-        print(f"executing {notebook} ...", flush=True)
-        wanted = {k: v for k, v in params.items() if k != "adapters_dir" or "inference" in notebook}
-        metrics.update(execute(root / notebook, run_dir / Path(notebook).name, wanted, cwd=root).metrics)
-    write_metrics(run_dir / "metrics.json", metrics)
+        built = run_pipeline("demo-models", pipelines_file=pipelines, parameters={"output_dir": str(models_dir)})
+        built.raise_for_failure()
+        print(f"  built in {built.results[0].metrics.get('build_seconds', '?')} s")
+    params = {"model_dir": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters"), "adapter": ""}
+    run = run_pipeline("evaluate", pipelines_file=pipelines, parameters=params)
+    run.raise_for_failure()
+    metrics: dict[str, Any] = run.results[0].metrics
     print()
     print(accuracy_table(metrics))
     print()
-    serve_steps(root, models_dir, run_dir)
-    print(f"\ndone in {time.perf_counter() - started:.0f} s; executed notebooks and figures in {run_dir.relative_to(root)}")
+    serve_steps(root, models_dir, run.run_dir)
+    print(f"
+done in {time.perf_counter() - started:.0f} s; executed notebooks and figures in {run.run_dir.relative_to(root)}")
     return 0
 
 

@@ -1,0 +1,32 @@
+"""The `evaluate` pipeline records, for each adapter, the accuracy 02_inference.ipynb shows.
+
+"Shows" is what the notebook records when run as a user runs it (defaults: every adapter at
+once); the pipeline runs it once per adapter (a sweep of `adapter`). Any difference is a bug:
+the two are the same notebook on the same models.
+"""
+
+from __future__ import annotations
+
+import json
+
+from worker.dev.notebooks import execute
+from worker.dev.pipeline.runner import run_pipeline
+
+
+def test_evaluate_records_the_accuracy_the_inference_notebook_shows(root, models_dir, tmp_path):
+    models = {"model_dir": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters")}
+    shown = execute(root / "notebooks" / "02_inference.ipynb", tmp_path / "02_inference.ipynb", models, cwd=root).metrics
+    adapters = sorted(p.name for p in (models_dir / "adapters").iterdir())
+    assert len(adapters) >= 2
+
+    run = run_pipeline("evaluate", pipelines_file=root / "pipelines.yaml", parameters={**models, "adapter": adapters},
+                       runs_dir=tmp_path / "runs", progress=False)
+
+    assert run.ok, [r.failure for r in run.results]
+    assert [r.label for r in run.results] == [f"adapter={a}" for a in adapters]
+    for adapter, result in zip(adapters, run.results):
+        recorded = json.loads((result.run_dir / "metrics.json").read_text())
+        for metric in ("base_accuracy", f"{adapter}/base_accuracy", f"{adapter}/adapter_accuracy"):
+            assert recorded[metric] == shown[metric], (adapter, metric)
+        assert recorded[f"{adapter}/adapter_accuracy"] > recorded[f"{adapter}/base_accuracy"]
+        assert sorted(p.name for p in result.run_dir.glob("*.ipynb")) == ["01_preprocess.ipynb", "02_inference.ipynb"]
