@@ -7,8 +7,8 @@ import re
 
 from worker.dev.check import rules as R
 from worker.dev.check.analysis import Analysis
-from worker.dev.check.flow import (Leaf, broad_tries, call_targets, dict_keys, dict_value, inside, is_broad,
-                                   reraises)
+from worker.dev.check.flow import (Leaf, broad_tries, call_targets, decorator_wrappers, dict_keys, dict_value, inside,
+                                   is_broad, reraises)
 from worker.dev.check.model import Compliant
 from worker.dev.check.resolve import Ctx, External, Func, own_nodes
 
@@ -155,12 +155,13 @@ def _serialisable(a: Analysis, leaf: Leaf) -> None:
             a.add("not-serialisable", leaf.module, value.lineno, f"`{name}` holds {found}")
 
 
-def protection(a: Analysis, func: Func, depth: int = 0) -> tuple[Func, ast.ExceptHandler] | None:
-    """Where the handler's exceptions are caught: a broad except in it, in what it returns, or in a decorator."""
+def protection(a: Analysis, func: Func, depth: int = 0) -> tuple[Func, ast.ExceptHandler, str] | None:
+    """Where the handler's exceptions are caught, and how: "own" (a broad except in it), "delegate"
+    (in every function it returns the result of) or "decorator" (in a decorator's wrapper)."""
     for t in broad_tries(func.node.body):
         for handler in t.handlers:
             if is_broad(handler) and not reraises(handler):
-                return func, handler
+                return func, handler, "own"
     if depth >= 4:
         return None
     returns = [n for n in own_nodes(func.node.body) if isinstance(n, ast.Return) and n.value is not None]
@@ -171,50 +172,39 @@ def protection(a: Analysis, func: Func, depth: int = 0) -> tuple[Func, ast.Excep
         found = next((p for p in (protection(a, t, depth + 1) for t in targets) if p), None)
         delegated.append(found)
     if delegated and all(delegated):
-        return delegated[0]
-    for decorator in func.node.decorator_list:
-        target = a.resolver.resolve(decorator.func if isinstance(decorator, ast.Call) else decorator,
-                                    Ctx(func.module, func.parent) if func.parent else Ctx(func.module))
-        if isinstance(target, Func):
-            for inner in _nested(target, levels=2):
-                found = protection(a, inner, depth + 1)
-                if found:
-                    return found
+        return delegated[0][0], delegated[0][1], "delegate"
+    for inner in decorator_wrappers(a.resolver, func):
+        found = protection(a, inner, depth + 1)
+        if found:
+            return found[0], found[1], "decorator"
     return None
-
-
-def _nested(func: Func, levels: int) -> list[Func]:
-    found = []
-    for node in own_nodes(func.node.body):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            inner = Func(func.module, node, f"{func.qualname}.{node.name}", None, func)
-            found.append(inner)
-            if levels > 1:
-                found += _nested(inner, levels - 1)
-    return found
 
 
 def _errors(a: Analysis, h: Func) -> None:
     caught = protection(a, h)
+    wrapped = caught is not None and caught[2] == "decorator"  # the wrapper catches what the body raises
     covering = [t for t in broad_tries(h.node.body)
                 if any(is_broad(x) and not reraises(x) for x in t.handlers)]
-    raises = [n for n in own_nodes(h.node.body) if isinstance(n, ast.Raise)
-              and not any(inside(n, t.body) for t in covering)]
+    raises = [] if wrapped else [n for n in own_nodes(h.node.body) if isinstance(n, ast.Raise)
+                                 and not any(inside(n, t.body) for t in covering)]
     for node in raises[:3]:
         a.add("raises", h.module, node.lineno, f"`{ast.unparse(node)[:80]}` escapes {h.qualname}()")
     does_work = any(isinstance(n, (ast.Call, ast.Subscript)) for n in own_nodes(h.node.body))
     if caught is None and not raises and does_work:
+        narrow = [x for n in own_nodes(h.node.body) if isinstance(n, ast.Try) for x in n.handlers]
+        what = (f"catches only {', '.join(ast.unparse(x.type) for x in narrow if x.type)}" if narrow
+                else "has no try/except")
         a.add("raises", h.module, h.node.lineno,
-              f"{h.qualname}() has no try/except: any exception reaches RunPod as a traceback")
+              f"{h.qualname}() {what}: other exceptions reach RunPod as a traceback with no code")
     if caught is None:
         return
-    func, handler = caught
+    func, handler, _ = caught
     before = len(a.findings)
-    error_dicts = _error_shape(a, h) if len(a.findings) == before else 0
-    if not raises and len(a.findings) == before:
+    shaped = _error_shape(a, h) and len(a.findings) == before
+    if not raises:
         a.ok(R.ERRORS, func.module, handler.lineno,
              f"`{ast.unparse(handler.type) if handler.type else 'except'}` caught in {func.qualname}()"
-             + (f", answered as `{{\"error\": str, \"code\", ...}}`" if error_dicts else ""))
+             + (", answered as `{\"error\": str, \"code\", ...}`" if shaped else ""))
     _refresh_and_swallowed(a, h)
 
 

@@ -106,9 +106,35 @@ def reach(resolver: Resolver, starts: list[Unit], *, may: bool) -> dict[tuple, S
     return steps
 
 
+def nested_functions(func: Func, levels: int) -> list[Func]:
+    """Functions defined inside `func` (and inside those, `levels` deep)."""
+    found = []
+    for node in own_nodes(func.node.body):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            inner = Func(func.module, node, f"{func.qualname}.{node.name}", None, func)
+            found.append(inner)
+            if levels > 1:
+                found += nested_functions(inner, levels - 1)
+    return found
+
+
+def decorator_wrappers(resolver: Resolver, func: Func) -> list[Func]:
+    """The wrappers that project decorators on `func` define: they run around every call of it."""
+    ctx = Ctx(func.module, func.parent, func.closure) if func.parent else Ctx(func.module)
+    found: list[Func] = []
+    for decorator in func.node.decorator_list:
+        target = resolver.resolve(decorator.func if isinstance(decorator, ast.Call) else decorator, ctx)
+        if isinstance(target, Func):
+            found += nested_functions(target, levels=2)
+    return found
+
+
 def walk_units(resolver: Resolver, start: Func, *, may: bool) -> list[tuple[Func, Step | None]]:
-    """The start function and everything reachable from it."""
-    return [(start, None)] + [(s.func, s) for s in reach(resolver, [Unit.of(start)], may=may).values()]
+    """The start function, its decorators' wrappers, and everything reachable from them."""
+    starts = [start, *decorator_wrappers(resolver, start)]
+    steps = reach(resolver, [Unit.of(f) for f in starts], may=may)
+    return [(f, None) for f in starts] + [(s.func, s) for s in steps.values() if s.func.key not in
+                                         {f.key for f in starts}]
 
 
 # -- control flow -------------------------------------------------------------

@@ -37,6 +37,7 @@ class Func:
     owner: Klass | None = None  # the class, for methods
     parent: "Func | None" = None  # the enclosing function, for nested defs
     bound: bool = False  # reached through an instance: the first parameter is already taken
+    closure: tuple = ()  # the parent's parameters as bound by the call that created this function
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -267,11 +268,13 @@ class Resolver:
         return tuple(env)
 
     def _lookup(self, name: str, ctx: Ctx, depth: int) -> Entity | None:
-        for param, arg, caller in ctx.env:
-            if param == name:
-                return self.resolve(arg, caller, depth)
-        func = ctx.func
-        while func is not None:
+        func, env = ctx.func, ctx.env
+        while True:
+            for param, arg, caller in env:
+                if param == name:
+                    return self.resolve(arg, caller, depth)
+            if func is None:
+                break
             if func.owner is not None and func.node.args.args and name == func.node.args.args[0].arg:
                 if _is_classmethod(func.node):
                     return func.owner
@@ -279,10 +282,10 @@ class Resolver:
                     return Instance(func.owner)
             bound = self.scope(func.node, func.node.body).get(name)
             if bound:
-                return self._from_binding(name, bound, Ctx(func.module, func), depth)
+                return self._from_binding(name, bound, Ctx(func.module, func, env), depth)
             if name in _param_names(func.node):
                 return None
-            func = func.parent
+            func, env = func.parent, func.closure
         bound = self.scope(ctx.module.tree, ctx.module.tree.body).get(name)
         if bound:
             return self._from_binding(name, bound, Ctx(ctx.module), depth)
@@ -301,7 +304,7 @@ class Resolver:
     def _binding_entity(self, name: str, node: ast.AST, ctx: Ctx, depth: int) -> Entity | None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             prefix = f"{ctx.func.qualname}." if ctx.func else ""
-            return Func(ctx.module, node, prefix + node.name, None, ctx.func)
+            return Func(ctx.module, node, prefix + node.name, None, ctx.func, closure=ctx.env if ctx.func else ())
         if isinstance(node, ast.ClassDef):
             prefix = f"{ctx.func.qualname}." if ctx.func else ""
             return Klass(ctx.module, node, prefix + node.name)
