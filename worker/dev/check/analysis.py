@@ -15,8 +15,9 @@ from pathlib import Path
 from worker.dev.check.entry import Entry, find_entry
 from worker.dev.check.flow import Returns, Step, Unit, reach, walk_units
 from worker.dev.check.model import Advice, Compliant, Finding, HandlerInfo
-from worker.dev.check.resolve import Ctx, Func, Resolver, is_main_guard
+from worker.dev.check.resolve import Ctx, Func, Resolver
 from worker.dev.check.source import Module, Project, display_path
+from worker.dev.check.syntax import is_main_guard
 
 _SUPPRESS = re.compile(r"#\s*fastbackend:\s*ignore(?:\[([a-z0-9,\s-]+)\])?")
 

@@ -10,7 +10,8 @@ from worker.dev.check.analysis import Analysis
 from worker.dev.check.flow import (Leaf, broad_tries, call_targets, decorator_wrappers, dict_keys, dict_value, inside,
                                    is_broad, reraises)
 from worker.dev.check.model import Compliant
-from worker.dev.check.resolve import Ctx, External, Func, own_nodes
+from worker.dev.check.resolve import Ctx, External, Func
+from worker.dev.check.syntax import own_nodes
 
 _ERROR_STATUSES = {"error", "failed", "failure", "fail"}
 _JSON_LOG_PACKAGES = ("structlog", "pythonjsonlogger", "json_log_formatter", "loguru", "ecs_logging")

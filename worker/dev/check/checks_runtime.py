@@ -9,8 +9,9 @@ from typing import Iterator
 from worker.dev.check import rules as R
 from worker.dev.check.analysis import Analysis
 from worker.dev.check.model import Advice
-from worker.dev.check.resolve import Ctx, Func, decorator_names, own_calls, own_nodes
+from worker.dev.check.resolve import Ctx, Func
 from worker.dev.check.source import Module, display_path
+from worker.dev.check.syntax import decorator_names, own_calls, own_nodes
 
 MB = 1024 * 1024
 RUNSYNC_LIMIT = 20 * MB

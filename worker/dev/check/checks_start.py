@@ -8,8 +8,9 @@ from pathlib import Path
 
 from worker.dev.check import rules as R
 from worker.dev.check.analysis import Analysis
-from worker.dev.check.resolve import External, own_nodes
+from worker.dev.check.resolve import External
 from worker.dev.check.source import display_path, import_root, resolve_from
+from worker.dev.check.syntax import own_nodes
 
 
 def check_sources(a: Analysis) -> None:

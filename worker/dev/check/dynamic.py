@@ -96,6 +96,8 @@ def _completed(answer: Answer, generator: bool) -> tuple[bool, str]:
     if body.get("status") != "COMPLETED":
         return False, f"{body.get('status', '?')}: {_short(body.get('error', body))}"
     output = body.get("output")
+    if generator and _streamed_error(output):
+        return False, f"FAILED (streamed error): {_short(_streamed_error(output))}"
     if not generator and not isinstance(output, dict):
         return False, f"COMPLETED, but the output is {type(output).__name__}, not a JSON object"
     return True, f"COMPLETED: {_short(output)}"
@@ -122,16 +124,28 @@ def _malformed(job: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [("empty input `{}`", {"input": {}}), ("every field of the test input of the wrong type", {"input": wrong})]
 
 
+def _streamed_error(output: Any) -> str | None:
+    # On RunPod a yielded dict with an `error` ends a streaming job as FAILED (rp_job.handle_job);
+    # the local API only aggregates the chunks, so read it the way production does.
+    if isinstance(output, list):
+        return next((str(c["error"]) for c in output if isinstance(c, dict) and c.get("error")), None)
+    return None
+
+
 def _rejected(answer: Answer) -> tuple[str, str]:
     """('accepted' | 'raised' | 'refused' | 'broken', detail) for an answer the handler should refuse."""
     if answer.status != 200:
         return "broken", answer.error or f"HTTP {answer.status}"
     body = answer.body if isinstance(answer.body, dict) else {}
     if body.get("status") == "COMPLETED":
+        streamed = _streamed_error(body.get("output"))
+        if streamed:
+            return "refused", f"FAILED (streamed error): {_short(streamed)}"
         return "accepted", f"COMPLETED: {_short(body.get('output'))}"
     error = body.get("error")
     if sdk_traceback(error):
-        return "raised", "the handler raised; the error is the SDK's traceback blob"
+        message = _short(json.loads(error).get("error_message", "")) if error.startswith("{") else ""
+        return "raised", f"the handler raised (the error is the SDK's traceback blob): {message}"
     return "refused", f"FAILED: {_short(error)}"
 
 
@@ -158,8 +172,9 @@ def _serve(target: Target, options: RunOptions, rec: _Recorder) -> None:
                   _rule_for(status))
         big = server.post("/runsync", _padded(job), options.timeout_s)
         verdict, detail = _rejected(big)
-        passed = verdict == "refused" and bool(SIZE_WORDS.search(detail))
-        if verdict == "refused" and not passed:
+        # Raising with a size error still refuses the payload; the raise is the error-handling probes' concern.
+        passed = verdict in ("refused", "raised") and bool(SIZE_WORDS.search(detail.split(":", 1)[-1]))
+        if verdict in ("refused", "raised") and not passed:
             detail = f"refused, but not for its size: {detail}"
         rec.probe(R.RUN_OVERSIZE, f"oversized payload ({OVERSIZE_BYTES // 2**20} MB)", passed, big.seconds, detail,
                   "run-oversize")

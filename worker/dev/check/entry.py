@@ -12,7 +12,8 @@ import ast
 from dataclasses import dataclass
 
 from worker.dev.check.flow import dict_keys, dict_value
-from worker.dev.check.resolve import Ctx, External, Func, Instance, Klass, Resolver, is_main_guard, own_calls
+from worker.dev.check.resolve import Ctx, External, Func, Instance, Klass, Resolver
+from worker.dev.check.syntax import is_main_guard, own_calls
 
 START = "runpod.serverless.start"
 MAX_CALL_DEPTH = 8

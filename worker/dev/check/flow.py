@@ -15,9 +15,9 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-from worker.dev.check.resolve import (Ctx, External, Func, Instance, Klass, Resolver, assigned_value, own_calls,
-                                      own_nodes, target_names)
+from worker.dev.check.resolve import Ctx, External, Func, Instance, Klass, Resolver
 from worker.dev.check.source import Module
+from worker.dev.check.syntax import assigned_value, own_calls, own_nodes, target_names
 
 MAX_FUNCTIONS = 400
 MAX_RETURN_DEPTH = 6

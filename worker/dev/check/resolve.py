@@ -14,12 +14,13 @@ import ast
 import builtins
 import dataclasses
 from dataclasses import dataclass
-from typing import Iterator, Union
+from typing import Union
 
 from worker.dev.check.source import Module, Project, resolve_from
+from worker.dev.check.syntax import (assigned_value, bindings, is_classmethod, is_staticmethod, own_nodes,
+                                     param_names)
 
 MAX_DEPTH = 30  # resolution chains longer than this are given up on (cycles, deep re-exports)
-_SCOPE_BREAKS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
 
 @dataclass(frozen=True)
@@ -80,58 +81,6 @@ class Ctx:
     env: tuple[tuple[str, ast.expr, "Ctx"], ...] = ()
 
 
-def own_nodes(stmts: list[ast.stmt]) -> Iterator[ast.AST]:
-    """Every node of these statements, not descending into nested functions, classes or lambdas."""
-    stack: list[ast.AST] = list(reversed(stmts))
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, _SCOPE_BREAKS):
-            # decorators and defaults run in this scope; the body does not
-            if not isinstance(node, ast.Lambda):
-                stack.extend(reversed(node.decorator_list))
-            continue
-        stack.extend(reversed(list(ast.iter_child_nodes(node))))
-
-
-def own_calls(stmts: list[ast.stmt]) -> list[ast.Call]:
-    return [n for n in own_nodes(stmts) if isinstance(n, ast.Call)]
-
-
-def is_main_guard(node: ast.stmt) -> bool:
-    """`if __name__ == "__main__":` (either operand order)."""
-    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare) or len(node.test.ops) != 1:
-        return False
-    parts = [node.test.left, *node.test.comparators]
-    names = {p.id for p in parts if isinstance(p, ast.Name)}
-    consts = {p.value for p in parts if isinstance(p, ast.Constant)}
-    return isinstance(node.test.ops[0], ast.Eq) and names == {"__name__"} and consts == {"__main__"}
-
-
-def _bindings(stmts: list[ast.stmt]) -> dict[str, list[ast.AST]]:
-    """Names bound in a scope (defs, classes, imports, assignments), in source order."""
-    found: dict[str, list[ast.AST]] = {}
-
-    def add(name: str, node: ast.AST) -> None:
-        found.setdefault(name, []).append(node)
-
-    for node in own_nodes(stmts):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            add(node.name, node)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                if alias.name != "*":
-                    add(alias.asname or alias.name.split(".")[0], node)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                for name in target_names(target):
-                    add(name, node)
-        elif isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
-            add(node.target.id, node)
-    return found
-
-
 class Resolver:
     """Name resolution over a loaded Project; results are memoised per (expression, context)."""
 
@@ -152,7 +101,7 @@ class Resolver:
     def scope(self, owner: ast.AST, body: list[ast.stmt]) -> dict[str, list[ast.AST]]:
         key = id(owner)
         if key not in self._scopes:
-            self._scopes[key] = _bindings(body)
+            self._scopes[key] = bindings(body)
         return self._scopes[key]
 
     def functions(self, module: Module) -> Iterator[Func]:
@@ -260,7 +209,7 @@ class Resolver:
         """Parameters of `func` bound to the arguments of `call` (positional and keyword)."""
         args = func.node.args
         params = [a.arg for a in args.posonlyargs + args.args]
-        if func.bound or (func.owner is not None and _is_classmethod(func.node)):
+        if func.bound or (func.owner is not None and is_classmethod(func.node)):
             params = params[1:]
         env = [(name, value, caller) for name, value in zip(params, call.args) if not isinstance(value, ast.Starred)]
         names = set(params) | {a.arg for a in args.kwonlyargs}
@@ -276,14 +225,14 @@ class Resolver:
             if func is None:
                 break
             if func.owner is not None and func.node.args.args and name == func.node.args.args[0].arg:
-                if _is_classmethod(func.node):
+                if is_classmethod(func.node):
                     return func.owner
-                if not _is_staticmethod(func.node):
+                if not is_staticmethod(func.node):
                     return Instance(func.owner)
             bound = self.scope(func.node, func.node.body).get(name)
             if bound:
                 return self._from_binding(name, bound, Ctx(func.module, func, env), depth)
-            if name in _param_names(func.node):
+            if name in param_names(func.node):
                 return None
             func, env = func.parent, func.closure
         bound = self.scope(ctx.module.tree, ctx.module.tree.body).get(name)
@@ -362,8 +311,8 @@ class Resolver:
                 for node in reversed(bound or []):
                     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                         func = Func(cls.module, node, f"{cls.qualname}.{node.name}", cls)
-                        bound_call = isinstance(base, Instance) and not _is_staticmethod(node)
-                        return dataclasses.replace(func, bound=bound_call or _is_classmethod(node))
+                        bound_call = isinstance(base, Instance) and not is_staticmethod(node)
+                        return dataclasses.replace(func, bound=bound_call or is_classmethod(node))
                     found = self._binding_entity(attr, node, Ctx(cls.module), depth + 1)
                     if found is not None:
                         return found
@@ -400,58 +349,3 @@ class Resolver:
                 if isinstance(found, Klass):
                     queue.append(found)
         return order
-
-
-def assigned_value(node: ast.Assign | ast.AnnAssign, name: str) -> ast.expr | None:
-    """The expression assigned to `name` (element-wise for `a, b = x, y`)."""
-    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-    for target in targets:
-        if isinstance(target, ast.Name) and target.id == name:
-            return node.value
-        if isinstance(target, (ast.Tuple, ast.List)) and isinstance(node.value, (ast.Tuple, ast.List)):
-            for element, value in zip(target.elts, node.value.elts):
-                if isinstance(element, ast.Name) and element.id == name:
-                    return value
-    return None
-
-
-def target_names(target: ast.AST) -> list[str]:
-    """Names an assignment target binds (`x`, `a, *b`), not the bases of `x[k] = ...` or `x.a = ...`."""
-    if isinstance(target, ast.Name):
-        return [target.id]
-    if isinstance(target, (ast.Tuple, ast.List)):
-        return [n for e in target.elts for n in target_names(e)]
-    if isinstance(target, ast.Starred):
-        return target_names(target.value)
-    return []
-
-
-def _param_names(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
-    a = node.args
-    names = {p.arg for p in a.posonlyargs + a.args + a.kwonlyargs}
-    names |= {p.arg for p in (a.vararg, a.kwarg) if p is not None}
-    return names
-
-
-def _decorator_names(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
-    names = set()
-    for d in node.decorator_list:
-        target = d.func if isinstance(d, ast.Call) else d
-        if isinstance(target, ast.Name):
-            names.add(target.id)
-        elif isinstance(target, ast.Attribute):
-            names.add(target.attr)
-    return names
-
-
-def _is_classmethod(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-    return "classmethod" in _decorator_names(node)
-
-
-def _is_staticmethod(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-    return "staticmethod" in _decorator_names(node)
-
-
-def decorator_names(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
-    """Final names of a function's decorators (`functools.lru_cache(...)` -> "lru_cache")."""
-    return _decorator_names(node)
