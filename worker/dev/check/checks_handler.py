@@ -24,6 +24,7 @@ _NOT_JSON_BUILTINS = {"set": "a set", "frozenset": "a set", "bytes": "bytes", "b
 
 
 def check_handler(a: Analysis) -> None:
+    """Handler structure, input, results, error shape and logging (or `no-handler`)."""
     h = a.handler
     if h is None:
         start = a.entry.guarded_start or (a.entry.starts[0] if a.entry.starts else None)

@@ -268,6 +268,7 @@ def _size_check(a: Analysis, node: ast.Compare, func: Func, ctx: Ctx) -> tuple[b
 
 
 def check_payload(a: Analysis) -> None:
+    """A comparison of the input's size with a limit in what the handler runs, within RunPod's limits."""
     if a.handler is None:
         return
     for func, _ in a.handler_code(may=True):
@@ -288,6 +289,7 @@ def check_payload(a: Analysis) -> None:
 
 # -- future improvements (advice, not scored) -----------------------------------
 def future_improvements(a: Analysis) -> None:
+    """The review's future improvements (monitoring, rate limiting, caching): present or not, unscored."""
     idents: dict[str, str] = {}
     for module, tree in a.all_code():
         for node in ast.walk(tree):

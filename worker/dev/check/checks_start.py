@@ -71,6 +71,7 @@ def _block_after(stmts: list[ast.stmt], node: ast.AST) -> list[ast.stmt] | None:
 
 
 def check_start(a: Analysis) -> None:
+    """`runpod.serverless.start` called, `runpod` imported, only under the main guard, nothing after it."""
     entry, module = a.entry, a.project.handler
     if not entry.starts:
         if entry.unreached:
@@ -153,6 +154,7 @@ def _argv_uses(a: Analysis) -> list[tuple[object, ast.AST, str]]:
 
 
 def check_local_testing(a: Analysis) -> None:
+    """A valid test job for `--test_input`, and no own command-line parsing that would reject RunPod's flags."""
     handler_path = a.project.handler.path
     anchor = a.entry.guards[0].lineno if a.entry.guards else 1
     path = find_test_input(handler_path)

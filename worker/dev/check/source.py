@@ -70,7 +70,11 @@ class Project:
             module = parse_module(dotted, path)
         except SyntaxError as exc:
             self._missing.add(dotted)
-            self.problems.append(SourceProblem("syntax", path, exc.lineno or 1, f"{exc.msg}"))
+            text = path.read_text(encoding="utf-8", errors="replace")
+            magic = _magic_line(text, exc.lineno)
+            message = (f"`{magic[1]}` is a notebook magic (a run-time install), not Python" if magic
+                       else exc.msg)
+            self.problems.append(SourceProblem("syntax", path, magic[0] if magic else exc.lineno or 1, message))
             return None
         self.modules[dotted] = module
         return module
