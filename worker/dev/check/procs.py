@@ -50,6 +50,10 @@ class Target:
         return cls(argv, root, tuple(sorted(env.items())))
 
 
+# Loopback only: never send a check's requests through an HTTP(S)_PROXY from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -145,7 +149,7 @@ class LocalServer:
             if not self.alive():
                 return None
             try:
-                with urllib.request.urlopen(self.url + "/", timeout=1.0) as response:
+                with _OPENER.open(self.url + "/", timeout=1.0) as response:
                     if response.status == 200:
                         return time.perf_counter() - self.spawned
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
@@ -173,7 +177,7 @@ def post(url: str, body: Any, timeout: float) -> Answer:
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
     started = time.perf_counter()
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             raw, status = response.read(), response.status
     except urllib.error.HTTPError as exc:
         raw, status = exc.read(), exc.code
