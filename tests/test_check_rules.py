@@ -110,6 +110,17 @@ if __name__ == "__main__":
         "hub.py": "class Model:\n    @classmethod\n    def from_pretrained(cls, name):\n        return cls()\n",
         "handler.py": "from hub import Model\nMODEL = Model.from_pretrained('x')\n" + THIN,
     }, {"setup-at-import"}),
+    "setup function called from the handler body": ({
+        "handler.py": THIN.replace("def handler(job):\n    return WORKER.handle(job)",
+                                   "def load_model():\n    WORKER.setup()\n\n"
+                                   "def handler(job):\n    load_model()\n    return WORKER.handle(job)"),
+    }, {"setup-in-handler"}),
+    "loader behind a cache: a note, not a finding": ({
+        "hub.py": "class Model:\n    @classmethod\n    def from_pretrained(cls, name):\n        return cls()\n",
+        "handler.py": "import functools\nfrom hub import Model\n\n@functools.lru_cache(maxsize=4)\n"
+                      "def adapter(name):\n    return Model.from_pretrained(name)\n" + THIN.replace(
+                          "    return WORKER.handle(job)", "    adapter('base')\n    return WORKER.handle(job)"),
+    }, set()),
     "async handler without a concurrency modifier": ({"handler.py": THIN.replace(
         "def handler(job):", "async def handler(job):")}, {"async-without-concurrency"}),
     "exception swallowed": ({"handler.py": THIN.replace(

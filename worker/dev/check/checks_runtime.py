@@ -9,6 +9,7 @@ from typing import Iterator
 from worker.dev.check import rules as R
 from worker.dev.check.analysis import Analysis
 from worker.dev.check.model import Advice
+from worker.dev.check.flow import Step
 from worker.dev.check.resolve import Ctx, Func
 from worker.dev.check.source import Module, display_path
 from worker.dev.check.syntax import decorator_names, own_calls, own_nodes
@@ -43,6 +44,10 @@ SIZE = re.compile(r"(?i)(size|bytes|len|length|getsizeof|nbytes)")
 LIMIT = re.compile(r"(?i)(limit|max|cap|threshold|allowed)")
 PAYLOAD = re.compile(r"(?i)(payload|request|body|input|job|json|dumps|too.?large)")
 CACHE = re.compile(r"(?i)cache")
+# Project functions named for one-time setup: called per job, they are setup in the handler.
+SETUP_NAME = re.compile(r"(?i)_*((setup|set_up|initiali[sz]e|init|bootstrap|prepare)"
+                        r"(_(env|environment|model|models|worker|pipeline|runtime))?"
+                        r"|install(_\w+)?|(download|load)_(model|models|weights|pipeline|checkpoint|base_model)s?)")
 
 
 def _units(a: Analysis) -> Iterator[tuple[Module, list[ast.stmt], Ctx]]:
@@ -104,41 +109,55 @@ def check_setup(a: Analysis) -> None:
     _cleanup(a)
 
 
+def _behind_cache(func: Func, step: Step | None) -> bool:
+    return _cached(func) or bool(step) and any(_cached(s.func) for s in step.chain())
+
+
 def _setup_in_handler(a: Analysis) -> None:
+    """Three ways setup ends up on a job, reported once each, outermost first: a ready-flag block,
+    a call to a project function named for setup, a loader call."""
     if a.handler is None:
         return
-    absorbed: set[int] = set()
+    code = a.handler_code(may=False)
+    absorbed: set[int] = set()  # call sites already reported (through them, nothing is reported again)
     flagged = 0
-    for func, step in a.handler_code(may=False):
+
+    def report(module: Module, line: int, detail: str, where: str, func: Func, step: Step | None) -> None:
+        nonlocal flagged
+        if _behind_cache(func, step):
+            a.notes.append(f"on-demand {where} behind a cache at {display_path(module.path)}:{line}: the first "
+                           "job for each item pays it")
+            return
+        flagged += 1
+        a.add("setup-in-handler", module, line, detail)
+
+    def reached_through_reported(step: Step | None) -> bool:
+        return bool(step) and any(id(s.call) in absorbed for s in step.chain())
+
+    for func, step in code:
         ctx = Ctx(func.module, func)
         for node in own_nodes(func.node.body):
-            if isinstance(node, ast.If) and _flag(node.test):
+            if isinstance(node, ast.If) and _flag(node.test) and not reached_through_reported(step):
                 calls = _setup_calls(a, node.body, ctx)
-                if not calls:
-                    continue
-                absorbed |= {id(c) for c in calls}
-                if _cached(func) or step and any(_cached(s.func) for s in step.chain()):
-                    a.notes.append(f"on-demand load behind a cache at {a.loc(func.module, node)}: the first job "
-                                   "for each item pays it")
-                    continue
-                flagged += 1
-                names = ", ".join(f"{ast.unparse(c.func)}()" for c in calls[:3])
-                a.add("setup-in-handler", func.module, node.lineno,
-                      f"`if {ast.unparse(node.test)}:` runs {names} on a job, behind a ready flag")
-    for func, step in a.handler_code(may=False):
-        if step and any(id(s.call) in absorbed for s in step.chain()):
+                if calls:
+                    absorbed |= {id(c) for c in calls}
+                    names = ", ".join(f"{ast.unparse(c.func)}()" for c in calls[:3])
+                    report(func.module, node.lineno, f"`if {ast.unparse(node.test)}:` runs {names} on a job, "
+                           "behind a ready flag", "setup", func, step)
+    for func, step in code:
+        if step and SETUP_NAME.fullmatch(func.node.name) and not reached_through_reported(step):
+            absorbed.add(id(step.call))
+            report(step.module, step.call.lineno, f"`{func.qualname}()` runs on every job ({a.chain(step)})",
+                   f"{func.qualname}()", func, step)
+    for func, step in code:
+        if reached_through_reported(step):
             continue
         ctx = Ctx(func.module, func)
         for call in own_calls(func.node.body):
             what = heavy(a, call, ctx)
-            if what is None or id(call) in absorbed:
-                continue
-            if _cached(func) or step and any(_cached(s.func) for s in step.chain()):
-                a.notes.append(f"on-demand `{what}` behind a cache at {a.loc(func.module, call)}")
-                continue
-            flagged += 1
-            via = f" ({a.chain(step)})" if step else ""
-            a.add("setup-in-handler", func.module, call.lineno, f"`{what}(...)` runs on every job{via}")
+            if what and id(call) not in absorbed:
+                via = f" ({a.chain(step)})" if step else ""
+                report(func.module, call.lineno, f"`{what}(...)` runs on every job{via}", f"`{what}`", func, step)
     if not flagged:
         loads = [(m, c, w) for stmts, ctx in a.start_code() for c in own_calls(stmts)
                  for m, w in [(ctx.module, heavy(a, c, ctx))] if w]
