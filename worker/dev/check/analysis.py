@@ -8,6 +8,7 @@ applies inline suppressions (`# fastbackend: ignore[rule-id]` on the reported li
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ class Analysis:
     resolver: Resolver
     entry: Entry
     returns: Returns
+    handler: Func | None  # the handler under review (start() may be given one of several)
     findings: list[Finding] = field(default_factory=list)
     compliant: list[Compliant] = field(default_factory=list)
     advice: list[Advice] = field(default_factory=list)
@@ -37,6 +39,10 @@ class Analysis:
     _units: dict[str, list[tuple[Func, Step | None]]] = field(default_factory=dict)
 
     # -- reporting -----------------------------------------------------------
+    def for_handler(self, handler: Func | None) -> "Analysis":
+        """The same review (shared findings and evidence) about another handler candidate."""
+        return dataclasses.replace(self, handler=handler, _units={})
+
     def add(self, rule_id: str, where: Module | Path, line: int, detail: str) -> None:
         path = where.path if isinstance(where, Module) else where
         finding = Finding(rule_id, display_path(path), max(1, line), detail)
@@ -45,17 +51,15 @@ class Analysis:
 
     def ok(self, item: str, where: Module | Path, line: int, detail: str) -> None:
         path = where.path if isinstance(where, Module) else where
-        self.compliant.append(Compliant(item, display_path(path), max(1, line), detail))
+        evidence = Compliant(item, display_path(path), max(1, line), detail)
+        if evidence not in self.compliant:
+            self.compliant.append(evidence)
 
     def loc(self, module: Module, node: ast.AST | int) -> str:
         line = node if isinstance(node, int) else getattr(node, "lineno", 1)
         return f"{display_path(module.path)}:{line}"
 
     # -- code sets -----------------------------------------------------------
-    @property
-    def handler(self) -> Func | None:
-        return self.entry.handler
-
     def handler_code(self, *, may: bool) -> list[tuple[Func, Step | None]]:
         """The handler and every function reachable from it (precise or may)."""
         key = "may" if may else "precise"
@@ -96,15 +100,19 @@ class Analysis:
         return " -> ".join([start, *names])
 
 
-def handler_info(a: Analysis) -> HandlerInfo | None:
-    h = a.handler
-    if h is None:
-        return None
+def _kind(h: Func) -> str:
     if h.is_generator:
-        kind = "async generator" if h.is_async else "generator"
-    else:
-        kind = "async" if h.is_async else "sync"
-    return HandlerInfo(h.qualname, kind, display_path(h.module.path), h.node.lineno)
+        return "async generator" if h.is_async else "generator"
+    return "async" if h.is_async else "sync"
+
+
+def handler_info(entry: Entry) -> HandlerInfo | None:
+    if not entry.handlers:
+        return None
+    h = entry.handlers[0]
+    name = " or ".join(f.qualname for f in entry.handlers)
+    kind = " or ".join(dict.fromkeys(_kind(f) for f in entry.handlers))
+    return HandlerInfo(name, kind, display_path(h.module.path), h.node.lineno)
 
 
 def suppressed(project: Project, finding: Finding) -> bool:
@@ -135,16 +143,22 @@ def analyse(project: Project) -> StaticResult:
     from worker.dev.check import checks_handler, checks_runtime, checks_start
 
     resolver = Resolver(project)
-    a = Analysis(project, resolver, find_entry(resolver), Returns(resolver))
+    entry = find_entry(resolver)
+    a = Analysis(project, resolver, entry, Returns(resolver), entry.handler)
     checks_start.check_sources(a)
     checks_start.check_start(a)
-    checks_handler.check_handler(a)
-    checks_runtime.check_setup(a)
-    checks_runtime.check_payload(a)
+    for handler in entry.handlers or (None,):
+        each = a.for_handler(handler)
+        checks_handler.check_handler(each)
+        checks_runtime.check_setup(each)
+        checks_runtime.check_payload(each)
+    if len(entry.handlers) > 1:
+        names = ", ".join(f"{h.qualname}()" for h in entry.handlers)
+        a.notes.append(f"start() is given one of {names}, chosen at run time; each was reviewed")
     checks_start.check_local_testing(a)
     checks_runtime.future_improvements(a)
     kept = tuple(f for f in a.findings if not suppressed(project, f))
     dropped = tuple(f for f in a.findings if f not in kept)
     modules = tuple(display_path(m.path) for m in project.modules.values())
-    return StaticResult(handler_info(a), kept, dropped, tuple(a.compliant), tuple(a.advice), tuple(a.notes),
+    return StaticResult(handler_info(entry), kept, dropped, tuple(a.compliant), tuple(a.advice), tuple(a.notes),
                         modules, a.entry)

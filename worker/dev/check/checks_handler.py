@@ -9,8 +9,8 @@ from worker.dev.check import rules as R
 from worker.dev.check.analysis import Analysis
 from worker.dev.check.flow import (Leaf, broad_tries, call_targets, decorator_wrappers, dict_keys, dict_value, inside,
                                    is_broad, reraises)
-from worker.dev.check.model import Compliant
 from worker.dev.check.resolve import Ctx, External, Func
+from worker.dev.check.source import Module
 from worker.dev.check.syntax import own_nodes
 
 _ERROR_STATUSES = {"error", "failed", "failure", "fail"}
@@ -259,13 +259,13 @@ def _refresh_and_swallowed(a: Analysis, h: Func) -> None:
              f"`refresh_worker` set in {func.qualname}() for fatal errors")
 
 
-def _json_logging(a: Analysis) -> tuple[str, str] | None:
+def _json_logging(a: Analysis) -> tuple[Module, ast.AST, str] | None:
     for module, tree in a.all_code():
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [n.name for n in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
                 if any(n and n.split(".")[0] in _JSON_LOG_PACKAGES for n in names):
-                    return a.loc(module, node), "a JSON logging library"
+                    return module, node, "a JSON logging library"
     for module in a.project.modules.values():
         for func in a.resolver.functions(module):
             ctx = Ctx(module, func)
@@ -279,7 +279,7 @@ def _json_logging(a: Analysis) -> tuple[str, str] | None:
                 (a.resolver.dotted(b, Ctx(module)) or "").startswith("logging.") for b in func.owner.node.bases)
             if sinks or formatter:
                 what = "a JSON log formatter" if formatter else "JSON log lines"
-                return a.loc(module, dumps[0]), f"{what} in {func.qualname}()"
+                return module, dumps[0], f"{what} in {func.qualname}()"
     return None
 
 
@@ -289,6 +289,5 @@ def _logging(a: Analysis, h: Func) -> None:
         a.add("no-structured-logging", h.module, h.node.lineno,
               "no JSON logging found in the handler or the code it imports")
     else:
-        where, what = found
-        path, _, line = where.rpartition(":")
-        a.compliant.append(Compliant(R.ERRORS, path, int(line), f"structured logging: {what}"))
+        module, node, what = found
+        a.ok(R.ERRORS, module, node.lineno, f"structured logging: {what}")

@@ -211,6 +211,8 @@ def _async(a: Analysis) -> None:
     if h is None or not h.is_async:
         return
     for func, step in a.handler_code(may=False):
+        if step and any(s.offloaded for s in step.chain()):
+            continue  # runs in a thread: blocking there is the remedy, not the problem
         ctx = Ctx(func.module, func)
         for call in own_calls(func.node.body):
             dotted = a.resolver.dotted(call.func, ctx) or ""

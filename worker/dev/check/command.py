@@ -108,7 +108,7 @@ def review(options: CheckOptions) -> Report:
     areas = score_areas(ordered)
     return Report(
         target=display_path(options.path), handler=static.handler, modules=static.modules, findings=ordered,
-        suppressed=tuple(dropped), compliant=static.compliant, checklist=checklist(ordered, options.run),
+        suppressed=tuple(dropped), compliant=static.compliant, checklist=checklist(ordered, probes, options.run),
         areas=areas, score=overall(areas), verdict=verdict(ordered), advice=static.advice, probes=probes,
         metrics=metrics, notes=static.notes, ran=options.run, static_seconds=static_seconds,
         dynamic_seconds=dynamic_seconds,

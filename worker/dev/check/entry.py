@@ -34,7 +34,7 @@ class StartCall:
 
 @dataclass(frozen=True)
 class Entry:
-    handler: Func | None
+    handlers: tuple[Func, ...]  # more than one when start() picks at run time (`a if cond else b`)
     found_by: str  # "start config" | "module function" | ""
     starts: tuple[StartCall, ...]
     unreached: tuple[tuple[Func, ast.Call], ...]  # start() calls nothing runs
@@ -42,6 +42,10 @@ class Entry:
     config: ast.AST | None  # the dict passed to start()
     config_keys: frozenset[str]
     config_open: bool  # the config has `**` entries or is not a literal: keys cannot all be known
+
+    @property
+    def handler(self) -> Func | None:
+        return self.handlers[0] if self.handlers else None
 
     @property
     def guarded_start(self) -> StartCall | None:
@@ -109,39 +113,51 @@ def _unreached(resolver: Resolver, reached: list[StartCall]) -> list[tuple[Func,
     return found
 
 
-def _handler_from_config(resolver: Resolver, start: StartCall) -> tuple[Func | None, ast.AST | None, set[str], bool]:
+def _candidates(resolver: Resolver, expr: ast.AST, ctx: Ctx) -> list[Func]:
+    """The functions a handler expression can be: both arms of `a if cond else b`, a callable's __call__."""
+    if isinstance(expr, ast.IfExp):
+        return _candidates(resolver, expr.body, ctx) + _candidates(resolver, expr.orelse, ctx)
+    found = resolver.resolve(expr, ctx)
+    if isinstance(found, Instance):
+        found = resolver.member(found, "__call__")
+    return [found] if isinstance(found, Func) else []
+
+
+def _handler_from_config(resolver: Resolver, start: StartCall) -> tuple[list[Func], ast.AST | None, set[str], bool]:
     call = start.call
     config_expr = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "config"), None)
     if config_expr is None:
-        return None, None, set(), False
+        return [], None, set(), False
     value = resolver.value_node(config_expr, start.ctx)
     if value is None or not isinstance(value[0], (ast.Dict, ast.Call)):
-        return None, None, set(), True
+        return [], None, set(), True
     node, ctx = value
     if isinstance(node, ast.Call) and getattr(node.func, "id", "") != "dict":
-        return None, None, set(), True
+        return [], None, set(), True
     keys, open_ = dict_keys(node)
     handler_expr = dict_value(node, "handler")
-    handler = resolver.resolve(handler_expr, ctx) if handler_expr is not None else None
-    if isinstance(handler, Instance):
-        handler = resolver.member(handler, "__call__")
-    return (handler if isinstance(handler, Func) else None), node, keys, open_
+    if handler_expr is not None and isinstance(handler_expr, ast.Name):
+        bound = resolver.value_node(handler_expr, ctx)  # `h = a if cond else b; start({"handler": h})`
+        if bound is not None and isinstance(bound[0], ast.IfExp):
+            handler_expr, ctx = bound
+    handlers = _candidates(resolver, handler_expr, ctx) if handler_expr is not None else []
+    return list({h.key: h for h in handlers}.values()), node, keys, open_
 
 
 def find_entry(resolver: Resolver) -> Entry:
-    """The handler and how the worker starts, as far as the source shows."""
+    """The handler(s) and how the worker starts, as far as the source shows."""
     starts = find_starts(resolver)
     guards = tuple(main_guards(resolver))
-    handler, config, keys, open_ = None, None, set(), True
+    handlers: list[Func] = []
+    config, keys, open_ = None, set(), True
     start = next((s for s in starts if s.guarded), starts[0] if starts else None)
     found_by = ""
     if start is not None:
-        handler, config, keys, open_ = _handler_from_config(resolver, start)
-        found_by = "start config" if handler else ""
-    if handler is None:
-        module = resolver.project.handler
-        candidate = resolver.lookup("handler", Ctx(module))
+        handlers, config, keys, open_ = _handler_from_config(resolver, start)
+        found_by = "start config" if handlers else ""
+    if not handlers:
+        candidate = resolver.lookup("handler", Ctx(resolver.project.handler))
         if isinstance(candidate, Func):
-            handler, found_by = candidate, "module function"
+            handlers, found_by = [candidate], "module function"
     unreached = tuple(_unreached(resolver, starts)) if not starts else ()
-    return Entry(handler, found_by, tuple(starts), unreached, guards, config, frozenset(keys), open_)
+    return Entry(tuple(handlers), found_by, tuple(starts), unreached, guards, config, frozenset(keys), open_)

@@ -39,6 +39,7 @@ class Step:
     via: "Step | None"
     call: ast.AST | None
     module: Module  # the module the call site is in
+    offloaded: bool = False  # run in a thread or executor (`to_thread`, `run_in_executor`), not inline
 
     def chain(self) -> list["Step"]:
         steps, step = [], self
@@ -60,14 +61,35 @@ class Unit:
         return cls(tuple(func.node.body), Ctx(func.module, func))
 
 
+# Calls that run a function passed as an argument (in a thread or an executor): name -> its position.
+# The first three give back that function's result when awaited; `submit` gives a future.
+_OFFLOAD = {"run_in_executor": 1, "to_thread": 0, "run_sync": 0, "submit": 0}
+
+
+def offloaded(resolver: Resolver, call: ast.Call, ctx: Ctx, *, result: bool = False) -> Func | None:
+    """The project function `loop.run_in_executor(pool, fn, ...)`, `asyncio.to_thread(fn, ...)` and
+    the like will run (with `result`: only where the call gives back its result)."""
+    name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+    index = _OFFLOAD.get(name)
+    if index is None or len(call.args) <= index or (result and name == "submit"):
+        return None
+    if isinstance(resolver.resolve(call.func, ctx), Func):
+        return None  # a project function of that name: followed as itself
+    target = resolver.resolve(call.args[index], ctx)
+    return target if isinstance(target, Func) else None
+
+
 def call_targets(resolver: Resolver, call: ast.Call, ctx: Ctx, may: bool) -> list[Func]:
-    """The project functions a call may run (a class call runs its __init__)."""
+    """The project functions a call may run (a class call runs its __init__; an executor call, its function)."""
     target = resolver.resolve(call.func, ctx)
     if isinstance(target, Func):
         return [target]
     if isinstance(target, Klass):
         inits = [resolver.member(Instance(target), name) for name in ("__init__", "__post_init__")]
         return [f for f in inits if isinstance(f, Func)]
+    worker = offloaded(resolver, call, ctx)
+    if worker is not None:
+        return [worker]
     if target is None and may and isinstance(call.func, ast.Attribute) and call.func.attr not in _COMMON_METHODS:
         found = resolver.methods_named(call.func.attr)
         return found if len(found) <= _MAX_NAME_MATCHES else []
@@ -92,15 +114,16 @@ def reach(resolver: Resolver, starts: list[Unit], *, may: bool) -> dict[tuple, S
     queue: list[tuple[Unit, Step | None]] = [(u, None) for u in starts]
     while queue and len(steps) < MAX_FUNCTIONS:
         unit, via = queue.pop(0)
-        edges: list[tuple[ast.AST, Func]] = []
+        edges: list[tuple[ast.AST, Func, bool]] = []
         for call in own_calls(list(unit.stmts)):
-            edges += [(call, f) for f in call_targets(resolver, call, unit.ctx, may)]
+            thread = offloaded(resolver, call, unit.ctx)
+            edges += [(call, f, f == thread) for f in call_targets(resolver, call, unit.ctx, may)]
         if may:
-            edges += _references(resolver, unit.stmts, unit.ctx)
-        for site, func in edges:
+            edges += [(site, f, False) for site, f in _references(resolver, unit.stmts, unit.ctx)]
+        for site, func, thread in edges:
             if func.key in steps:
                 continue
-            step = Step(func, via, site, unit.ctx.module)
+            step = Step(func, via, site, unit.ctx.module, thread)
             steps[func.key] = step
             queue.append((Unit.of(func), step))
     return steps
@@ -289,6 +312,8 @@ class Returns:
     def _call_leaves(self, call: ast.Call, ctx: Ctx, func: Func, depth: int) -> list[Leaf]:
         m = ctx.module
         target = self.resolver.resolve(call.func, ctx)
+        if not isinstance(target, Func):
+            target = offloaded(self.resolver, call, ctx, result=True) or target
         if isinstance(target, Func):
             return self.leaves(target, depth + 1)
         if isinstance(target, Klass):

@@ -47,7 +47,10 @@ def render_json(report: Report) -> str:
 
 def _handler_line(report: Report) -> str:
     h = report.handler
-    return f"`{h.name}(job)`, {h.kind}, `{h.file}:{h.line}`" if h else "not found"
+    if h is None:
+        return "not found"
+    names = " or ".join(f"`{name}(job)`" for name in h.name.split(" or "))
+    return f"{names}, {h.kind}, `{h.file}:{h.line}`"
 
 
 def _header(report: Report) -> list[str]:
@@ -77,7 +80,7 @@ def _compliant(report: Report) -> list[str]:
         elif item not in DYNAMIC_CHECKLIST:  # dynamic items are shown by their probes below
             lines.append(f"- ✅ **{item}**: nothing fails it")
     for item, ok, failing in report.checklist:
-        for e in evidence_for(item, report.compliant) if not ok else []:
+        for e in evidence_for(item, report.compliant) if not ok and failing != ("not run",) else []:
             lines.append(f"- ✅ **{item}** (partly; see `{'`, `'.join(failing)}` below): {e.detail} (`{e.file}:{e.line}`)")
     for probe in report.probes:
         if probe.passed:
@@ -150,7 +153,8 @@ def _recommendations(report: Report) -> list[str]:
 def _checklist(report: Report) -> list[str]:
     lines = ["## Pre-deployment checklist", ""]
     for item, passed, failing in report.checklist:
-        suffix = "" if passed else f" ({', '.join(f'`{i}`' for i in failing)})"
+        suffix = "" if passed else " (not run)" if failing == ("not run",) else \
+            f" ({', '.join(f'`{i}`' for i in failing)})"
         lines.append(f"- [{'x' if passed else ' '}] {item}{suffix}")
     return lines + [""]
 

@@ -9,7 +9,7 @@ the score is their mean. 3 x 10 + 2 x 8 + 2 x 5 over 7 areas is the review's 8.
 
 from __future__ import annotations
 
-from worker.dev.check.model import AreaScore, Compliant, Finding
+from worker.dev.check.model import AreaScore, Compliant, Finding, Probe
 from worker.dev.check.rules import DYNAMIC_CHECKLIST, RULES, STATIC_CHECKLIST, Area, Severity
 
 AREA_SCORE = {None: 10, Severity.LOW: 9, Severity.HIGH: 8, Severity.CRITICAL: 5}
@@ -49,12 +49,17 @@ def verdict(findings: tuple[Finding, ...]) -> str:
     return "GO"
 
 
-def checklist(findings: tuple[Finding, ...], ran: bool) -> tuple[tuple[str, bool, tuple[str, ...]], ...]:
-    """Each checklist item, whether it passes, and the rule ids that fail it."""
+def checklist(findings: tuple[Finding, ...], probes: tuple[Probe, ...] = (), ran: bool = False,
+              ) -> tuple[tuple[str, bool, tuple[str, ...]], ...]:
+    """Each checklist item, whether it passes, and the rule ids that fail it. A dynamic item passes
+    only when one of its probes ran and passed (a server that never started proves nothing)."""
     items = STATIC_CHECKLIST + (DYNAMIC_CHECKLIST if ran else ())
     rows = []
     for item in items:
         failing = tuple(dict.fromkeys(f.rule_id for f in findings if RULES[f.rule_id].checklist == item))
+        if item in DYNAMIC_CHECKLIST and not failing and not any(p.item == item and p.passed for p in probes):
+            rows.append((item, False, ("not run",)))
+            continue
         rows.append((item, not failing, failing))
     return tuple(rows)
 
