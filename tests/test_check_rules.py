@@ -86,6 +86,29 @@ if __name__ == "__main__":
     import runpod
     runpod.serverless.start({"handler": handler})
 """}, set()),
+    "start() picks an async handler that offloads to a thread, or the sync one": ({"handler.py": """
+import asyncio
+import time
+from fixture_runtime.worker import Worker
+WORKER = Worker()
+CONCURRENT = False
+
+def handler(job):
+    return WORKER.handle(job)
+
+def slow(job):
+    time.sleep(0.01)  # fine in a worker thread
+    return WORKER.handle(job)
+
+async def async_handler(job):
+    return await asyncio.to_thread(slow, job)
+
+if __name__ == "__main__":
+    WORKER.setup_or_exit()
+    import runpod
+    runpod.serverless.start({"handler": async_handler if CONCURRENT else handler,
+                             "concurrency_modifier": lambda current: 4})
+"""}, set()),
     "payload limit above RunPod's": ({"handler.py": """
 import json
 from fixture_runtime.errors import ErrorCode, WorkerError, classify, error_response

@@ -80,3 +80,5 @@ def test_worker_that_cannot_start_is_no_go(tmp_path: Path) -> None:
     assert {f.rule_id for f in report.findings} == {"run-test-input", "run-local-api"}
     assert report.verdict == "NO-GO" and report.exit_code() == 1
     assert "no model at /models/base" in probe(report, "`--test_input`").detail
+    not_run = {item for item, passed, failing in report.checklist if failing == ("not run",)}
+    assert not_run == {"Oversized payload rejected", "Malformed payload answered", "Cold start and warm latency"}

@@ -41,6 +41,8 @@ class RunOptions:
 
 @dataclass
 class DynamicResult:
+    """Filled in while the probes run (hence not frozen); read once by the review."""
+
     probes: list[Probe] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
