@@ -92,9 +92,6 @@ class Resolver:
         self._methods: dict[str, list[Func]] | None = None
 
     # -- scopes --------------------------------------------------------------
-    def module_ctx(self, module: Module) -> Ctx:
-        return Ctx(module)
-
     def func_ctx(self, func: Func, env: tuple = ()) -> Ctx:
         return Ctx(func.module, func, env)
 
