@@ -156,6 +156,14 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     print()
     print(report(run))
     return 0 if run.ok else 1
+def cmd_check(args: argparse.Namespace) -> int:
+    from worker.dev.check import CheckOptions, run_command
+
+    return run_command(CheckOptions(
+        path=Path(args.path), run=args.run, input=args.input, json=args.json, strict=args.strict,
+        output=Path(args.output) if args.output else None, summary=args.summary, timeout_s=args.timeout,
+        max_cold_start_s=args.max_cold_start, python=args.python,
+    ))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +222,26 @@ def build_parser() -> argparse.ArgumentParser:
     prun.add_argument("--no-progress", action="store_true", help="no progress bar (step lines still print)")
     prun.add_argument("--runs-dir", help="where run folders go (default: runs/ beside the definitions file)")
     prun.set_defaults(func=cmd_pipeline_run)
+    check = sub.add_parser("check", help="RunPod compliance review of a handler module (Markdown or JSON)",
+                           description="Review a RunPod handler module: static analysis of it and the project "
+                           "code it imports; with --run, also execute it as RunPod's local tooling does. Exit "
+                           "status: 0 pass, 1 a critical item fails (--strict: any item), 2 cannot review.")
+    check.add_argument("path", nargs="?", default="exported/handler.py", help="default: exported/handler.py")
+    check.add_argument("--run", action="store_true",
+                       help="also execute it: --test_input, local API /runsync and /run, oversized and malformed "
+                       "payloads, cold start and warm latency")
+    check.add_argument("--input", metavar="JOB", help="test job for --run: JSON or a file (default: "
+                       "<handler>.test_input.json or test_input.json beside the handler, then the project root)")
+    check.add_argument("--json", action="store_true", help="write the report as JSON instead of Markdown")
+    check.add_argument("--strict", action="store_true", help="fail on high and low findings too")
+    check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE; print one summary line")
+    check.add_argument("--summary", action="store_true", help="print only the summary line (score, verdict, counts)")
+    check.add_argument("--timeout", type=float, default=180.0, metavar="S",
+                       help="--run: seconds to wait for the worker to start or answer (default 180)")
+    check.add_argument("--max-cold-start", type=float, default=60.0, metavar="S",
+                       help="--run: cold start above this is a finding (default 60)")
+    check.add_argument("--python", default=sys.executable, help="--run: interpreter for the handler (default: this one)")
+    check.set_defaults(func=cmd_check)
     return parser
 
 
