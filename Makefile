@@ -28,6 +28,7 @@ run: venv
 
 test: venv
 	$(BIN)/fastbackend export --check
+	$(BIN)/fastbackend check --strict --summary exported/handler.py
 	$(BIN)/python -m pytest
 
 export: venv

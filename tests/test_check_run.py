@@ -82,3 +82,12 @@ def test_worker_that_cannot_start_is_no_go(tmp_path: Path) -> None:
     assert "no model at /models/base" in probe(report, "`--test_input`").detail
     not_run = {item for item, passed, failing in report.checklist if failing == ("not run",)}
     assert not_run == {"Oversized payload rejected", "Malformed payload answered", "Cold start and warm latency"}
+
+
+def test_generated_handler_scores_ten_with_run(models_dir) -> None:
+    """The project's own exported/handler.py, run for real against the demo models."""
+    generated = Path(__file__).resolve().parents[1] / "exported" / "handler.py"
+    report = review(CheckOptions(generated, run=True, timeout_s=180))
+    assert [f.to_json() for f in report.findings] == []
+    assert all(p.passed for p in report.probes), [p.to_json() for p in report.probes]
+    assert report.score == 10.0 and report.verdict == "GO"

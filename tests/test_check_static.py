@@ -3,7 +3,6 @@ scored as its review scored it, and the thin runtime-delegating shape of the gen
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -112,16 +111,9 @@ def test_catalogue_is_complete() -> None:
     assert every_expected <= set(RULES)
 
 
-def test_static_check_is_fast() -> None:
-    started = time.perf_counter()
-    check("thin_runtime_handler")
-    assert time.perf_counter() - started < 5
-
-
 GENERATED = Path(__file__).resolve().parents[1] / "exported" / "handler.py"
 
 
-@pytest.mark.skipif(not GENERATED.is_file(), reason="exported/handler.py not generated in this checkout")
 def test_generated_handler_passes_strict_static_review() -> None:
     report = review(CheckOptions(GENERATED))
     assert [f.to_json() for f in report.findings] == []

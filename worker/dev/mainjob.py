@@ -61,8 +61,8 @@ def main_job(root: Path, models_dir: Path, rebuild: bool = False) -> int:
     print(accuracy_table(metrics))
     print()
     serve_steps(root, models_dir, run.run_dir)
-    print(f"
-done in {time.perf_counter() - started:.0f} s; executed notebooks and figures in {run.run_dir.relative_to(root)}")
+    print_check_summary(root, run.run_dir)
+    print(f"\ndone in {time.perf_counter() - started:.0f} s; executed notebooks and figures in {run.run_dir.relative_to(root)}")
     return 0
 
 
@@ -107,3 +107,13 @@ def serve_steps(root: Path, models_dir: Path, run_dir: Path) -> None:
     with serve_api(root, env=env, log_file=run_dir / "local_api.log") as api:
         print(f"local API {api.url} /runsync (an inverted '{label}'): {_shown(api.runsync(job).get('output'))}")
         print(f"local API {api.url} /run + /status (same image): {_shown(api.run_and_wait(job).get('output'))}")
+
+
+def print_check_summary(root: Path, run_dir: Path) -> None:
+    """The compliance review of the generated handler: the score here, the report in the run folder."""
+    from worker.dev.check import CheckOptions, review
+    from worker.dev.check.render import render_markdown
+
+    report = review(CheckOptions(root / "exported" / "handler.py"))
+    (run_dir / "check.md").write_text(render_markdown(report), encoding="utf-8")
+    print(f"fastbackend check exported/handler.py: {report.summary_line()} (report: {(run_dir / 'check.md').relative_to(root)})")
