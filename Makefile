@@ -10,7 +10,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: venv run test export bench clean
+.PHONY: venv run test test-full export bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ test: venv
 	$(BIN)/fastbackend export --check
 	$(BIN)/fastbackend check --strict --summary exported/handler.py
 	$(BIN)/python -m pytest
+
+# The heavier reliability variants: 3,000 load requests, 5x the fuzz examples.
+test-full: venv
+	FASTBACKEND_LOAD_REQUESTS=3000 FASTBACKEND_FUZZ_SCALE=5 $(MAKE) test
+
+# Benchmarks print ratios against baselines measured in the same run, and refresh README's table.
+bench: venv
+	@test -f models/base/model.safetensors || $(BIN)/fastbackend pipeline run demo-models -p output_dir=models
+	$(BIN)/python -m benchmarks
 
 export: venv
 	$(BIN)/fastbackend export

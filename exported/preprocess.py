@@ -107,11 +107,12 @@ def match_channels(image: np.ndarray, num_channels: int) -> np.ndarray:
 
 def to_pixel_values(images: Sequence[np.ndarray], transform: A.Compose, config: PreprocessConfig) -> np.ndarray:
     """Preprocess a batch of uint8 images into float32 pixel values of shape (N, C, H, W)."""
-    batch = np.empty((len(images), config.num_channels, config.height, config.width), dtype=np.float32)
-    for i, image in enumerate(images):
-        out = transform(image=match_channels(image, config.num_channels))["image"]
-        batch[i] = np.moveaxis(out.reshape(config.height, config.width, config.num_channels), 2, 0)
-    return batch
+    shape = (len(images), config.height, config.width, config.num_channels)
+    if len(images) == 0:
+        return np.empty((0, config.num_channels, config.height, config.width), dtype=np.float32)
+    # One stack and one transpose for the batch: cheaper than placing images one by one.
+    batch = np.stack([transform(image=match_channels(image, config.num_channels))["image"] for image in images])
+    return np.ascontiguousarray(batch.reshape(shape).transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 __all__ = ['PreprocessConfig', 'read_preprocess_config', 'build_eval_transform', 'build_train_transform', 'match_channels', 'to_pixel_values']

@@ -87,9 +87,10 @@ def run_test_input(job: dict[str, Any] | None, root: Path, env: dict[str, str] |
 class LocalApi:
     """A client for RunPod's local API server (`--rp_serve_api`)."""
 
-    def __init__(self, url: str, timeout: float = 120) -> None:
+    def __init__(self, url: str, timeout: float = 120, pid: int | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.pid = pid  # the server process, when we started it
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body or {}).encode()
@@ -133,7 +134,7 @@ def serve_api(root: Path, port: int | None = None, env: dict[str, str] | None = 
             "--rp_api_port", str(port), "--rp_log_level", "WARN"]
     sink = open(log_file, "w") if log_file else subprocess.DEVNULL
     process = subprocess.Popen(args, cwd=root, env=handler_env(env), stdout=sink, stderr=subprocess.STDOUT)
-    api = LocalApi(f"http://127.0.0.1:{port}")
+    api = LocalApi(f"http://127.0.0.1:{port}", pid=process.pid)
     try:
         deadline = time.monotonic() + startup_timeout
         while not api.ready():
