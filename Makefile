@@ -10,7 +10,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: venv run test export bench clean
+.PHONY: venv run test export bench clean image lab
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ test: venv
 
 export: venv
 	$(BIN)/fastbackend export
+
+# The serverless image (needs Docker). Your own models: make image BASE_MODEL=org/name ADAPTERS=path|none
+IMAGE ?= fastbackend-worker:latest
+image:
+	@command -v docker > /dev/null || { echo "make image needs Docker (docker build); see README, Deploy to RunPod" >&2; exit 1; }
+	docker build --platform linux/amd64 -t $(IMAGE) \
+		$(if $(BASE_MODEL),--build-arg BASE_MODEL=$(BASE_MODEL)) $(if $(ADAPTERS),--build-arg ADAPTERS=$(ADAPTERS)) .
+
+# JupyterLab on this machine, as scripts/pod-setup.sh starts it on a pod (loopback, a token).
+LAB_PORT ?= 8888
+lab: venv
+	scripts/pod-setup.sh --local --port $(LAB_PORT)
 
 clean:
 	rm -rf runs test-artifacts

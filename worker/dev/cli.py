@@ -99,6 +99,19 @@ def cmd_invoke(args: argparse.Namespace) -> int:
                         max_wait=args.timeout, as_json=args.json, root=_root())
 
 
+def cmd_bake(args: argparse.Namespace) -> int:
+    from worker.dev.bake import BakeError, bake
+
+    try:
+        base, adapters, names = bake(args.base_model, args.adapters, _root(), Path(args.output))
+    except BakeError as exc:
+        print(f"bake error: {exc}", file=sys.stderr)
+        return 2
+    print(f"baked into {args.output}: base from {base.kind} {base.location}".rstrip()
+          + f"; adapters from {adapters.kind} {adapters.location}".rstrip() + f": {', '.join(names) or 'none'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastbackend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=cmd_serve)
+
+    bake = sub.add_parser("bake", help="put the base model and adapters in a folder for the image (Dockerfile)")
+    bake.add_argument("--base-model", default="models/base",
+                      help="a folder in this repository or a hub id (default: models/base, built if missing)")
+    bake.add_argument("--adapters", default="models/adapters",
+                      help="a folder in this repository or 'none' (default: models/adapters, built if missing)")
+    bake.add_argument("--output", required=True, help="an empty or new folder, e.g. /models")
+    bake.set_defaults(func=cmd_bake)
 
     invoke = sub.add_parser(
         "invoke", help="predict image files: on a RunPod endpoint, a local API, or with --test_input",
