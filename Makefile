@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
+comma := ,
 
 .PHONY: venv run test export bench clean image lab
 
@@ -33,12 +34,14 @@ test: venv
 export: venv
 	$(BIN)/fastbackend export
 
-# The serverless image (needs Docker). Your own models: make image BASE_MODEL=org/name ADAPTERS=path|none
+# The serverless image (needs Docker). Your own models: make image BASE_MODEL=org/name|path ADAPTERS=path|none
+# (a private hub model: HF_TOKEN in the environment, passed as a build secret, never a layer).
 IMAGE ?= fastbackend-worker:latest
 image:
 	@command -v docker > /dev/null || { echo "make image needs Docker (docker build); see README, Deploy to RunPod" >&2; exit 1; }
 	docker build --platform linux/amd64 -t $(IMAGE) \
-		$(if $(BASE_MODEL),--build-arg BASE_MODEL=$(BASE_MODEL)) $(if $(ADAPTERS),--build-arg ADAPTERS=$(ADAPTERS)) .
+		$(if $(BASE_MODEL),--build-arg BASE_MODEL=$(BASE_MODEL)) $(if $(ADAPTERS),--build-arg ADAPTERS=$(ADAPTERS)) \
+		$(if $(HF_TOKEN),--secret id=hf_token$(comma)env=HF_TOKEN) .
 
 # JupyterLab on this machine, as scripts/pod-setup.sh starts it on a pod (loopback, a token).
 LAB_PORT ?= 8888

@@ -195,11 +195,16 @@ def test_dockerignore_keeps_out_envs_runs_and_outputs_but_not_what_the_build_nee
 
 
 def test_make_image_builds_with_the_build_arguments(root):
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
     dry = subprocess.run(["make", "-n", "image", "IMAGE=me/fb:1", "BASE_MODEL=org/vit", "ADAPTERS=none"],
-                         cwd=root, capture_output=True, text=True)
+                         cwd=root, capture_output=True, text=True, env=env)
     assert dry.returncode == 0, dry.stderr
     assert re.search(r"docker build .*--platform linux/amd64 .*-t me/fb:1", dry.stdout)
     assert "--build-arg BASE_MODEL=org/vit" in dry.stdout and "--build-arg ADAPTERS=none" in dry.stdout
+    assert "--secret" not in dry.stdout
+    private = subprocess.run(["make", "-n", "image"], cwd=root, capture_output=True, text=True,
+                             env={**env, "HF_TOKEN": "hf_secret_value"})
+    assert "--secret id=hf_token,env=HF_TOKEN" in private.stdout and "hf_secret_value" not in private.stdout
 
 
 def test_the_final_stage_layout_answers_test_input_with_the_default_config(root, models_dir, docker, final, tmp_path):
