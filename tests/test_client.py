@@ -150,6 +150,13 @@ def test_a_failed_job_prints_its_coded_error_and_exits_1(fake, endpoint_env, tmp
     assert "error: UNKNOWN_ADAPTER: no adapter 'x'" in capsys.readouterr().err
 
 
+def test_a_worker_refusing_a_body_runpod_took_gets_a_hint(fake, endpoint_env, tmp_path, capsys):
+    fake.runsync_status, fake.error = "FAILED", "PAYLOAD_TOO_LARGE: input is over 10,000,000 bytes"
+    image = _image_file(tmp_path, "big.png", RUN_LIMIT_BYTES)
+    assert main(["invoke", str(image), "--endpoint", ENDPOINT, "--sync"]) == 1
+    assert "set FASTBACKEND_MAX_PAYLOAD_BYTES (up to 20000000)" in capsys.readouterr().err
+
+
 def test_a_wrong_api_key_is_explained(fake, endpoint_env, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("RUNPOD_API_KEY", "wrong")
     image = tmp_path / "a.png"

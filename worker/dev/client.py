@@ -278,8 +278,6 @@ class ApiClient:
             if not job_id:
                 raise ClientError(f"{self.target.label} accepted the job without an id: {str(answer)[:300]}")
             answer = self.wait(job_id, max_wait, progress, started, first=answer)
-        elif progress and job_id:
-            progress(job_id, answer["status"], time.monotonic() - started)
         error = answer.get("error")
         return JobResult(job_id, answer.get("status", "?"), answer.get("output"),
                          error if error is None else str(error), size, time.monotonic() - started, answer)

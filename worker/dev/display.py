@@ -71,9 +71,13 @@ def prediction_table(names: Sequence[str], output: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
 def job_summary(job_id: str | None, route: str, request_bytes: int, elapsed_s: float, raw: dict[str, Any]) -> str:
     """One line on how the job went: route, request size, round trip, RunPod's own timings."""
-    parts = [f"job {job_id or '-'} via {route}", f"request {request_bytes / 1e6:.2f} MB", f"round trip {elapsed_s:.2f} s"]
+    parts = [f"job {job_id or '-'} via {route}", f"request {_size(request_bytes)}", f"round trip {elapsed_s:.2f} s"]
     # RunPod's API reports queueing and execution times in ms; the local API does not.
     if isinstance(raw.get("delayTime"), (int, float)):
         parts.append(f"queued {raw['delayTime'] / 1000:.2f} s")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from worker.config import RUN_LIMIT_BYTES, RUNSYNC_LIMIT_BYTES
 from worker.dev.client import ApiClient, ClientError, JobResult, Mode, PayloadTooLarge, Target
 from worker.dev.display import ProgressLine, job_summary, prediction_table
 
@@ -72,6 +73,10 @@ def _show(images: Sequence[Path], output: object, error: str | None, result: Job
           as_json: bool, out: TextIO, err: TextIO, mode: Mode = Mode.SYNC) -> int:
     if error:
         print(f"error: {error}", file=err)
+        if error.startswith("PAYLOAD_TOO_LARGE") and result is not None and result.request_bytes > RUN_LIMIT_BYTES:
+            # RunPod took the body (/runsync allows 20 MB); the worker's own limit is lower.
+            print(f"hint: the worker accepts {RUN_LIMIT_BYTES:,} bytes by default: set FASTBACKEND_MAX_PAYLOAD_BYTES "
+                  f"(up to {RUNSYNC_LIMIT_BYTES}) on the endpoint, or send fewer images per call", file=err)
         return EXIT_FAILED
     if not isinstance(output, dict) or "predictions" not in output:
         print(f"error: unexpected output: {str(output)[:500]}", file=err)
