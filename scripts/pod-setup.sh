@@ -64,8 +64,15 @@ case "$ENV_KIND" in
             "$PYTHON" -m venv "$PREFIX"
             "$PREFIX/bin/python" -m pip install --quiet --index-url "$TORCH_INDEX_URL" "torch==2.13.0"
         fi
-        say "environment: $PREFIX (make venv: pyproject.toml, runtime + dev extra)"
-        make --no-print-directory venv PYTHON="$PYTHON"
+        say "environment: $PREFIX (pyproject.toml: runtime + dev extra)"
+        if command -v make > /dev/null; then
+            make --no-print-directory venv PYTHON="$PYTHON"
+        else  # what `make venv` does, for images without make
+            [[ -x $PREFIX/bin/python ]] || "$PYTHON" -m venv "$PREFIX"
+            "$PREFIX/bin/python" -m pip install --quiet --upgrade pip
+            "$PREFIX/bin/python" -m pip install --quiet -e '.[dev]'
+            "$PREFIX/bin/python" -m compileall -q -j 0 "$PREFIX/lib" worker exported > /dev/null || true
+        fi
         ;;
     conda)
         PREFIX="$ROOT/.conda-env"

@@ -157,3 +157,17 @@ def test_a_real_browser_opens_the_inference_notebook_with_its_kernel(root, lab, 
     with capsys.disabled():
         print(f"\n[browser test] screenshot: {screenshot}")
     assert screenshot.stat().st_size > 10_000
+
+
+def test_a_taken_port_is_reported_not_silently_moved(root, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(["bash", "scripts/pod-setup.sh", "--local", "--port", str(port)], cwd=root,
+                              env=dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path)), capture_output=True,
+                              text=True, timeout=300)
+    assert done.returncode == 1
+    assert f"port {port} is taken" in done.stderr and "--replace" in done.stderr
