@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
+comma := ,
 
-.PHONY: venv run test test-full export bench clean
+.PHONY: venv run test test-full export bench clean image lab
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,20 @@ bench: venv
 
 export: venv
 	$(BIN)/fastbackend export
+
+# The serverless image (needs Docker). Your own models: make image BASE_MODEL=org/name|path ADAPTERS=path|none
+# (a private hub model: HF_TOKEN in the environment, passed as a build secret, never a layer).
+IMAGE ?= fastbackend-worker:latest
+image:
+	@command -v docker > /dev/null || { echo "make image needs Docker (docker build); see README, Deploy to RunPod" >&2; exit 1; }
+	docker build --platform linux/amd64 -t $(IMAGE) \
+		$(if $(BASE_MODEL),--build-arg BASE_MODEL=$(BASE_MODEL)) $(if $(ADAPTERS),--build-arg ADAPTERS=$(ADAPTERS)) \
+		$(if $(HF_TOKEN),--secret id=hf_token$(comma)env=HF_TOKEN) .
+
+# JupyterLab on this machine, as scripts/pod-setup.sh starts it on a pod (loopback, a token).
+LAB_PORT ?= 8888
+lab: venv
+	scripts/pod-setup.sh --local --port $(LAB_PORT)
 
 clean:
 	rm -rf runs test-artifacts

@@ -102,26 +102,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    import json
+    from worker.dev.client import API_KEY_ENV_VAR, BASE_URL_ENV_VAR, ClientError, Mode, Target
+    from worker.dev.invoke import EXIT_REFUSED, invoke_files
 
-    from worker.dev.local import LocalApi, build_payload, run_test_input
+    try:
+        if args.endpoint:
+            target = Target.endpoint(args.endpoint, os.environ.get(API_KEY_ENV_VAR, ""), os.environ.get(BASE_URL_ENV_VAR))
+        else:
+            target = Target.local(args.local) if args.local else None
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    mode = Mode.ASYNC if args.async_ else Mode.SYNC
+    return invoke_files([Path(p) for p in args.images], target, mode, adapter=args.adapter, top_k=args.top_k,
+                        max_wait=args.timeout, as_json=args.json, root=_root())
 
-    job = build_payload([Path(p) for p in args.images], adapter=args.adapter, top_k=args.top_k)
-    if args.local:
-        answer = LocalApi(args.local).runsync(job)
-        output, error = answer.get("output"), answer.get("error")
-    else:
-        run = run_test_input(job, _root())
-        output, error = run.output, run.error or (None if run.returncode == 0 else run.log[-2000:])
-    if error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(output, indent=2))
-        return 0
-    for path, prediction in zip(args.images, output["predictions"]):
-        ranked = ", ".join(f"{p['label']} {p['score']:.3f}" for p in prediction["top_k"])
-        print(f"{path}: {prediction['label']}  ({ranked})")
+
+def cmd_bake(args: argparse.Namespace) -> int:
+    from worker.dev.bake import BakeError, bake
+
+    try:
+        base, adapters, names = bake(args.base_model, args.adapters, _root(), Path(args.output))
+    except BakeError as exc:
+        print(f"bake error: {exc}", file=sys.stderr)
+        return 2
+    print(f"baked into {args.output}: base from {base.kind} {base.location}".rstrip()
+          + f"; adapters from {adapters.kind} {adapters.location}".rstrip() + f": {', '.join(names) or 'none'}")
     return 0
 
 
@@ -195,11 +201,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=cmd_serve)
 
-    invoke = sub.add_parser("invoke", help="predict image files with the handler (--test_input or a local API)")
+    bake = sub.add_parser("bake", help="put the base model and adapters in a folder for the image (Dockerfile)")
+    bake.add_argument("--base-model", default="models/base",
+                      help="a folder in this repository or a hub id (default: models/base, built if missing)")
+    bake.add_argument("--adapters", default="models/adapters",
+                      help="a folder in this repository or 'none' (default: models/adapters, built if missing)")
+    bake.add_argument("--output", required=True, help="an empty or new folder, e.g. /models")
+    bake.set_defaults(func=cmd_bake)
+
+    invoke = sub.add_parser(
+        "invoke", help="predict image files: on a RunPod endpoint, a local API, or with --test_input",
+        description="Send image files as one predict job and print the predictions. Without --endpoint or "
+                    "--local the handler runs once with --test_input. Request bodies are checked "
+                    "against RunPod's limits before sending: 10 MB on /run (--async), 20 MB on /runsync.")
     invoke.add_argument("images", nargs="+", help="PNG or JPEG files")
     invoke.add_argument("--adapter", help="adapter name (default: the base model)")
     invoke.add_argument("--top-k", type=int, default=3)
-    invoke.add_argument("--local", metavar="URL", help="a running local API, e.g. http://127.0.0.1:8000")
+    where = invoke.add_mutually_exclusive_group()
+    where.add_argument("--endpoint", metavar="ID", help="a RunPod Serverless endpoint id (API key from $RUNPOD_API_KEY)")
+    where.add_argument("--local", metavar="URL", help="a running local API, e.g. http://127.0.0.1:8000")
+    how = invoke.add_mutually_exclusive_group()
+    how.add_argument("--sync", action="store_true", help="POST /runsync and wait in the request (default)")
+    how.add_argument("--async", dest="async_", action="store_true",
+                     help="POST /run, then poll /status with a progress line")
+    invoke.add_argument("--timeout", type=float, default=600, metavar="S",
+                        help="seconds to wait for the job before giving up and cancelling it (default 600)")
     invoke.add_argument("--json", action="store_true", help="print the raw output")
     invoke.set_defaults(func=cmd_invoke)
 
@@ -248,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "invoke" and args.async_ and not (args.endpoint or args.local):
+        parser.error("--async needs --endpoint or --local (without them the handler runs once with --test_input)")
     return args.func(args)
 
 

@@ -14,12 +14,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
+
+from worker.dev.client import ApiClient, Target
 
 HANDLER_MODULE = "exported.handler"
 _RESULT_PREFIX = "Job result: "
@@ -84,34 +85,13 @@ def run_test_input(job: dict[str, Any] | None, root: Path, env: dict[str, str] |
     return TestInputRun(done.returncode, result.get("output"), result.get("error"), log)
 
 
-class LocalApi:
-    """A client for RunPod's local API server (`--rp_serve_api`)."""
+class LocalApi(ApiClient):
+    """A client for RunPod's local API server (`--rp_serve_api`): the endpoint client
+    (worker/dev/client.py) pointed at a local URL, plus a readiness probe."""
 
     def __init__(self, url: str, timeout: float = 120, pid: int | None = None) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
+        super().__init__(Target.local(url), timeout=timeout, poll_interval=0.1)
         self.pid = pid  # the server process, when we started it
-
-    def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-        data = json.dumps(body or {}).encode()
-        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            payload = exc.read()
-            try:
-                return exc.code, json.loads(payload)
-            except ValueError:
-                return exc.code, {"raw": payload.decode(errors="replace")}
-
-    def runsync(self, job: dict[str, Any]) -> dict[str, Any]:
-        return self.post("/runsync", job)[1]
-
-    def run_and_wait(self, job: dict[str, Any]) -> dict[str, Any]:
-        """`/run`, then `/status/{id}`: the local API runs a stored job when its status is asked."""
-        accepted = self.post("/run", job)[1]
-        return self.post(f"/status/{accepted['id']}")[1]
 
     def ready(self) -> bool:
         try:
