@@ -91,14 +91,14 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import subprocess
-
     from worker.dev.local import HANDLER_MODULE, handler_env
 
     command = [sys.executable, "-m", HANDLER_MODULE, "--rp_serve_api", "--rp_api_host", args.host,
                "--rp_api_port", str(args.port)]
-    print(f"serving RunPod's local API on http://{args.host}:{args.port} (POST /runsync, /run, /status/<id>)")
-    return subprocess.call(command, cwd=_root(), env=handler_env())
+    print(f"serving RunPod's local API on http://{args.host}:{args.port} (POST /runsync, /run, /status/<id>)", flush=True)
+    # Become the worker (exec, not a child): a signal to `fastbackend serve` reaches the server itself.
+    os.chdir(_root())
+    os.execve(sys.executable, command, handler_env())
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:

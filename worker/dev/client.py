@@ -19,6 +19,7 @@ import enum
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -140,6 +141,19 @@ class JobResult:
 ProgressCallback = Callable[[str, str, float], None]  # (job id, status, seconds since submit)
 
 
+# Loopback requests never go through an HTTP(S)_PROXY the environment may set.
+_LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def open_url(request: urllib.request.Request | str, timeout: float) -> Any:
+    """urlopen, bypassing proxies for loopback hosts (the local API)."""
+    url = request.full_url if isinstance(request, urllib.request.Request) else request
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return _LOOPBACK_OPENER.open(request, timeout=timeout)
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
 class ApiClient:
     """Submit jobs to a `Target`, poll their status, and return `JobResult`s."""
 
@@ -164,7 +178,7 @@ class ApiClient:
             headers["Authorization"] = f"Bearer {self.target.api_key}"
         request = urllib.request.Request(self.url + path, data=body, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with open_url(request, self.timeout) as response:
                 return response.status, _json_body(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _json_body(exc.read())

@@ -14,13 +14,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from worker.dev.client import ApiClient, Target
+from worker.dev.client import ApiClient, Target, open_url
 
 HANDLER_MODULE = "exported.handler"
 _RESULT_PREFIX = "Job result: "
@@ -95,7 +94,7 @@ class LocalApi(ApiClient):
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(self.url + "/openapi.json", timeout=2) as response:
+            with open_url(self.url + "/openapi.json", 2) as response:
                 return response.status == 200
         except (OSError, ValueError):
             return False
