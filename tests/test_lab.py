@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.dev.local import free_port
+from worker.dev.local import free_port, stop_process
 
 NOTEBOOK = "notebooks/02_inference.ipynb"
 KERNEL_DISPLAY_NAME = "Python 3 (fastbackend)"
@@ -65,7 +65,7 @@ def lab(root, tmp_path_factory):
                JUPYTER_RUNTIME_DIR=str(home / "runtime"))
     log = open(home / "lab.log", "w")
     process = subprocess.Popen(["bash", str(root / "scripts" / "pod-setup.sh"), "--local", "--port", str(port)],
-                               cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+                               cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -80,12 +80,7 @@ def lab(root, tmp_path_factory):
                 time.sleep(0.3)
         yield base, token, home / "lab.log"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)  # the script's JupyterLab too, not only bash
         log.close()
 
 

@@ -10,6 +10,7 @@ import ast
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +49,24 @@ def build_payload(images: Sequence[Path], adapter: str | None = None, top_k: int
     if adapter:
         body["adapter"] = adapter
     return {"input": body}
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGINT (the SDK exits cleanly on it), then SIGTERM, then SIGKILL, to the process's whole
+    session, so children it started (a kernel, a server) go with it. Start it with
+    `start_new_session=True`."""
+    for sig, grace in ((signal.SIGINT, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+        if process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def free_port() -> int:
@@ -112,7 +131,8 @@ def serve_api(root: Path, port: int | None = None, env: dict[str, str] | None = 
     args = [sys.executable, "-m", HANDLER_MODULE, "--rp_serve_api", "--rp_api_host", "127.0.0.1",
             "--rp_api_port", str(port), "--rp_log_level", "WARN"]
     sink = open(log_file, "w") if log_file else subprocess.DEVNULL
-    process = subprocess.Popen(args, cwd=root, env=handler_env(env), stdout=sink, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(args, cwd=root, env=handler_env(env), stdout=sink, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     api = LocalApi(f"http://127.0.0.1:{port}", pid=process.pid)
     try:
         deadline = time.monotonic() + startup_timeout
@@ -125,11 +145,6 @@ def serve_api(root: Path, port: int | None = None, env: dict[str, str] | None = 
             time.sleep(0.1)
         yield api
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         if log_file:
             sink.close()

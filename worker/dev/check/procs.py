@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.dev.check.source import import_root, module_name
-from worker.dev.local import free_port
+from worker.dev.local import free_port, stop_process
 
 # Variables that make the SDK talk to the real platform (job queue, pings, realtime).
 _PLATFORM_VARS = ("RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_WEBHOOK_POST_OUTPUT", "RUNPOD_WEBHOOK_POST_STREAM",
@@ -78,27 +77,12 @@ def run_once(target: Target, args: list[str], timeout: float) -> Finished:
         try:
             code: int | None = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            stop(proc)
+            stop_process(proc)
             code = None
         seconds = time.perf_counter() - started
         log.seek(0)
         return Finished(code, seconds, log.read().decode(errors="replace"))
 
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGINT (the SDK exits cleanly on it), then SIGTERM, then SIGKILL, to the whole session."""
-    for sig, grace in ((signal.SIGINT, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 class LocalServer:
@@ -125,7 +109,7 @@ class LocalServer:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            stop(self.proc)
+            stop_process(self.proc)
         self._log.close()
         self._dir.cleanup()
 

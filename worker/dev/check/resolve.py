@@ -14,7 +14,7 @@ import ast
 import builtins
 import dataclasses
 from dataclasses import dataclass
-from typing import Union
+from typing import Iterator, Union
 
 from worker.dev.check.source import Module, Project, resolve_from
 from worker.dev.check.syntax import (assigned_value, bindings, is_classmethod, is_staticmethod, own_nodes,
