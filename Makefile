@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 comma := ,
 
-.PHONY: venv run test test-full export bench clean image lab
+.PHONY: venv run test test-full lint export bench clean image lab
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ venv: $(STAMP)
 run: venv
 	$(BIN)/fastbackend run
 
-test: venv
+# Lint and format gate: ruff, line length 120 (pyproject.toml).
+lint: venv
+	$(BIN)/ruff check --quiet .
+	$(BIN)/ruff format --check --quiet .
+
+test: venv lint
 	$(BIN)/fastbackend export --check
 	$(BIN)/fastbackend check --strict --summary exported/handler.py
 	$(BIN)/python -m pytest

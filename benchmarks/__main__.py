@@ -34,8 +34,12 @@ def main() -> int:
     tables = []
     for name, (full, quick) in BENCHMARKS.items():
         print(f"== benchmarks.{name}", flush=True)
-        done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *(quick if args.quick else full)],
-                              cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", f"benchmarks.{name}", *(quick if args.quick else full)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             print(done.stdout + done.stderr, file=sys.stderr)
             return done.returncode

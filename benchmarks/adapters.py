@@ -46,8 +46,10 @@ def main() -> None:
 
     rows, record = [], {}
     base_64 = median_ms(timed(lambda: predict_logits(base, pixels), args.repeats))
-    for name, fn in (("unmerged adapter, batch 64", lambda: predict_logits(peft, pixels, "inverted")),
-                     ("merged adapter, batch 64", lambda: predict_logits(merged, pixels))):
+    for name, fn in (
+        ("unmerged adapter, batch 64", lambda: predict_logits(peft, pixels, "inverted")),
+        ("merged adapter, batch 64", lambda: predict_logits(merged, pixels)),
+    ):
         ms = median_ms(timed(fn, args.repeats))
         rows.append((name, ms, "base forward, batch 64", base_64, f"{ms / base_64:.2f}x"))
         record[name] = {"ms": ms, "baseline_ms": base_64}
@@ -55,8 +57,15 @@ def main() -> None:
     same = median_ms(timed(lambda: predict_logits(peft, one, "inverted"), args.repeats))
     flip = iter(["inverted", "rot90"] * args.repeats)
     switching = median_ms(timed(lambda: predict_logits(peft, one, next(flip)), args.repeats))
-    rows.append(("cached adapter switch + forward, batch 1", switching, "same adapter + forward, batch 1", same,
-                 f"{switching / same:.2f}x"))
+    rows.append(
+        (
+            "cached adapter switch + forward, batch 1",
+            switching,
+            "same adapter + forward, batch 1",
+            same,
+            f"{switching / same:.2f}x",
+        )
+    )
     record["cached_switch"] = {"ms": switching, "baseline_ms": same}
 
     loads = []

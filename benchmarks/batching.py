@@ -40,8 +40,14 @@ def main() -> None:
 
     def worker(concurrency: int) -> Worker:
         w = Worker(functions)
-        w.setup(WorkerConfig(base_model=f"{args.models}/base", adapters_dir=f"{args.models}/adapters",
-                             concurrency=concurrency, log_level="ERROR"))
+        w.setup(
+            WorkerConfig(
+                base_model=f"{args.models}/base",
+                adapters_dir=f"{args.models}/adapters",
+                concurrency=concurrency,
+                log_level="ERROR",
+            )
+        )
         return w
 
     images, _ = load_digit_task("inverted", "test")
@@ -75,14 +81,31 @@ def main() -> None:
                 wall[name] += max(latencies)
         p95 = {k: statistics.quantiles(v, n=20)[18] * 1000 for k, v in lat.items()}
         rps = {k: n * args.rounds / wall[k] for k in wall}
-        rows.append((n, f"{rps['serial']:.0f}", f"{rps['batched']:.0f}", f"{rps['batched'] / rps['serial']:.2f}x",
-                     f"{p95['serial']:.1f}", f"{p95['batched']:.1f}", f"{p95['batched'] / p95['serial']:.2f}x"))
-        record[f"jobs_{n}"] = {"serial_jobs_per_s": round(rps["serial"], 1), "batched_jobs_per_s": round(rps["batched"], 1),
-                               "throughput_ratio": round(rps["batched"] / rps["serial"], 3),
-                               "serial_p95_ms": round(p95["serial"], 2), "batched_p95_ms": round(p95["batched"], 2)}
-    print(table(f"Micro-batching, {args.rounds} rounds of N concurrent single-image jobs",
-                ["N", "serial jobs/s", "batched jobs/s", "throughput", "serial p95 ms", "batched p95 ms", "p95 ratio"],
-                rows))
+        rows.append(
+            (
+                n,
+                f"{rps['serial']:.0f}",
+                f"{rps['batched']:.0f}",
+                f"{rps['batched'] / rps['serial']:.2f}x",
+                f"{p95['serial']:.1f}",
+                f"{p95['batched']:.1f}",
+                f"{p95['batched'] / p95['serial']:.2f}x",
+            )
+        )
+        record[f"jobs_{n}"] = {
+            "serial_jobs_per_s": round(rps["serial"], 1),
+            "batched_jobs_per_s": round(rps["batched"], 1),
+            "throughput_ratio": round(rps["batched"] / rps["serial"], 3),
+            "serial_p95_ms": round(p95["serial"], 2),
+            "batched_p95_ms": round(p95["batched"], 2),
+        }
+    print(
+        table(
+            f"Micro-batching, {args.rounds} rounds of N concurrent single-image jobs",
+            ["N", "serial jobs/s", "batched jobs/s", "throughput", "serial p95 ms", "batched p95 ms", "p95 ratio"],
+            rows,
+        )
+    )
     print(f"saved {save('batching', record)}")
 
 

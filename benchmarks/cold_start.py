@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from benchmarks.report import median_ms, save, table
-from worker.dev.local import handler_env, serve_api
+from fastbackend.local import handler_env, serve_api
 
 FLOOR = """
 import numpy as np, torch
@@ -50,9 +50,16 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", code], check=True, env=handler_env(), capture_output=True)
         floor_s.append(time.perf_counter() - start)
     w, f = median_ms(worker_s), median_ms(floor_s)
-    print(table(f"Cold start, median of {args.runs}", ["what", "ms", "vs floor"],
-                [("worker: spawn -> first /runsync answer", w, f"{w / f:.2f}x"),
-                 ("floor: imports + weights + one forward", f, "1.00x")]))
+    print(
+        table(
+            f"Cold start, median of {args.runs}",
+            ["what", "ms", "vs floor"],
+            [
+                ("worker: spawn -> first /runsync answer", w, f"{w / f:.2f}x"),
+                ("floor: imports + weights + one forward", f, "1.00x"),
+            ],
+        )
+    )
     print(f"saved {save('cold_start', {'worker_ms': w, 'floor_ms': f, 'ratio': round(w / f, 3), 'runs': args.runs})}")
 
 

@@ -36,8 +36,9 @@ def main() -> None:
     from worker.runtime import Worker
 
     worker = Worker(NotebookFunctions.from_modules(preprocess, inference))
-    worker.setup(WorkerConfig(base_model=f"{args.models}/base", adapters_dir=f"{args.models}/adapters",
-                              log_level="ERROR"))
+    worker.setup(
+        WorkerConfig(base_model=f"{args.models}/base", adapters_dir=f"{args.models}/adapters", log_level="ERROR")
+    )
     logging.getLogger("fastbackend").setLevel(logging.ERROR)  # measure the work, not the terminal
     host = worker.state.host
     images, _ = load_digit_task("inverted", "test")
@@ -67,8 +68,13 @@ def main() -> None:
         h, f, o = median_ms(handler_s), median_ms(floor_s), median_ms(overhead_s)
         rows.append((batch, h, f, f"{h / f:.2f}x", o))
         record[f"batch_{batch}"] = {"handler_ms": h, "floor_ms": f, "ratio": round(h / f, 3), "overhead_ms": o}
-    print(table(f"Per-job overhead, median of {args.repeats}", ["batch", "handler ms", "raw floor ms",
-                                                              "handler / floor", "overhead ms"], rows))
+    print(
+        table(
+            f"Per-job overhead, median of {args.repeats}",
+            ["batch", "handler ms", "raw floor ms", "handler / floor", "overhead ms"],
+            rows,
+        )
+    )
     print(f"saved {save('overhead', record)}")
 
 

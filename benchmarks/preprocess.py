@@ -30,8 +30,9 @@ def main() -> None:
     config = read_preprocess_config(f"{args.models}/base")
     images = list(load_digit_task("digits", "all")[0][:256])
     ours = build_eval_transform(config)
-    plain = A.Compose([A.Resize(config.height, config.width),
-                       A.Normalize(mean=config.mean, std=config.std, max_pixel_value=255.0)])
+    plain = A.Compose(
+        [A.Resize(config.height, config.width), A.Normalize(mean=config.mean, std=config.std, max_pixel_value=255.0)]
+    )
 
     def plain_loop() -> np.ndarray:
         out = np.stack([plain(image=i[:, :, None])["image"] for i in images])
@@ -47,9 +48,17 @@ def main() -> None:
         plain_s.append(time.perf_counter() - start)
     assert np.array_equal(a, b)
     o, p = median_ms(ours_s), median_ms(plain_s)
-    rows = [("exported to_pixel_values", o, round(len(images) / o * 1000), f"{o / p:.2f}x"),
-            ("plain albumentations loop", p, round(len(images) / p * 1000), "1.00x")]
-    print(table(f"Preprocessing {len(images)} images, median of {args.repeats}", ["what", "ms", "images/s", "time ratio"], rows))
+    rows = [
+        ("exported to_pixel_values", o, round(len(images) / o * 1000), f"{o / p:.2f}x"),
+        ("plain albumentations loop", p, round(len(images) / p * 1000), "1.00x"),
+    ]
+    print(
+        table(
+            f"Preprocessing {len(images)} images, median of {args.repeats}",
+            ["what", "ms", "images/s", "time ratio"],
+            rows,
+        )
+    )
     print(f"saved {save('preprocess', {'ours_ms': o, 'plain_ms': p, 'images': len(images)})}")
 
 

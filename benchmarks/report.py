@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench-results"
 

@@ -22,23 +22,27 @@ def main() -> None:
 
     import nbformat
 
-    from worker.dev.check import CheckOptions, review
-    from worker.dev.export import stale_diff
+    from fastbackend.check import CheckOptions, review
+    from fastbackend.export import stale_diff
 
     root = Path.cwd()
     notebooks = sorted((root / "notebooks").glob("*.ipynb"))
     samples: dict[str, list[float]] = {"export": [], "check": [], "floor": []}
     for _ in range(args.repeats):
-        for name, fn in (("floor", lambda: [nbformat.read(p, as_version=4) for p in notebooks]),
-                         ("export", lambda: stale_diff(root)),
-                         ("check", lambda: review(CheckOptions(root / "exported" / "handler.py")))):
+        for name, fn in (
+            ("floor", lambda: [nbformat.read(p, as_version=4) for p in notebooks]),
+            ("export", lambda: stale_diff(root)),
+            ("check", lambda: review(CheckOptions(root / "exported" / "handler.py"))),
+        ):
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
     ms = {k: median_ms(v) for k, v in samples.items()}
-    rows = [(f"export --check ({len(notebooks)} notebooks)", ms["export"], f"{ms['export'] / ms['floor']:.2f}x"),
-            ("check exported/handler.py (static)", ms["check"], f"{ms['check'] / ms['floor']:.2f}x"),
-            ("floor: read the notebooks", ms["floor"], "1.00x")]
+    rows = [
+        (f"export --check ({len(notebooks)} notebooks)", ms["export"], f"{ms['export'] / ms['floor']:.2f}x"),
+        ("check exported/handler.py (static)", ms["check"], f"{ms['check'] / ms['floor']:.2f}x"),
+        ("floor: read the notebooks", ms["floor"], "1.00x"),
+    ]
     print(table(f"Export and check, median of {args.repeats}", ["what", "ms", "vs floor"], rows))
     print(f"saved {save('tooling', ms)}")
 

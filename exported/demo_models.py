@@ -38,4 +38,10 @@ def load_digit_task(task: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return shift_images(images[chosen], task), digits.target[chosen].astype(np.int64)
 
 
-__all__ = ['TASKS', 'SPLIT_SEED', 'TEST_FRACTION', 'shift_images', 'load_digit_task']
+__all__ = [
+    'TASKS',
+    'SPLIT_SEED',
+    'TEST_FRACTION',
+    'shift_images',
+    'load_digit_task',
+]

@@ -9,7 +9,8 @@ import json
 import struct
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -181,7 +182,8 @@ def attach_adapter(model: torch.nn.Module, adapter_dir: str | Path, name: str,
     loaded = {k: tuple(v.shape) for k, v in state.items()}
     if loaded != shapes:
         model.delete_adapter(name)
-        raise AdapterIncompatible(f"{weights}: loaded tensors differ from the file's ({sorted(set(loaded) ^ set(shapes))[:3]})")
+        differing = sorted(set(loaded) ^ set(shapes))[:3]
+        raise AdapterIncompatible(f"{weights}: loaded tensors differ from the file's ({differing})")
     model.eval()
     return model
 
@@ -235,4 +237,18 @@ def model_labels(model: torch.nn.Module) -> list[str]:
     return [str(config.id2label[i]) for i in range(config.num_labels)]
 
 
-__all__ = ['WEIGHTS_FILE', 'ADAPTER_CONFIG_FILE', 'ADAPTER_WEIGHTS_FILE', 'ADAPTER_META_FILE', 'model_fingerprint', 'read_adapter_meta', 'load_base_model', 'attach_adapter', 'detach_adapter', 'merge_adapter', 'predict_logits', 'top_k', 'model_labels']
+__all__ = [
+    'WEIGHTS_FILE',
+    'ADAPTER_CONFIG_FILE',
+    'ADAPTER_WEIGHTS_FILE',
+    'ADAPTER_META_FILE',
+    'model_fingerprint',
+    'read_adapter_meta',
+    'load_base_model',
+    'attach_adapter',
+    'detach_adapter',
+    'merge_adapter',
+    'predict_logits',
+    'top_k',
+    'model_labels',
+]

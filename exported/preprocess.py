@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import albumentations as A
 import cv2
@@ -62,7 +62,8 @@ def read_preprocess_config(model_dir: str | Path) -> PreprocessConfig:
     channels = int(model_config.get("num_channels", 3))
     size = processor.get("size") or model_config.get("image_size", 224)
     if isinstance(size, dict):
-        height, width = int(size.get("height", size.get("shortest_edge"))), int(size.get("width", size.get("shortest_edge")))
+        height = int(size.get("height", size.get("shortest_edge")))
+        width = int(size.get("width", size.get("shortest_edge")))
     else:
         height = width = int(size)
     mean = processor.get("image_mean", [0.5] * channels)
@@ -115,4 +116,11 @@ def to_pixel_values(images: Sequence[np.ndarray], transform: A.Compose, config: 
     return np.ascontiguousarray(batch.reshape(shape).transpose(0, 3, 1, 2), dtype=np.float32)
 
 
-__all__ = ['PreprocessConfig', 'read_preprocess_config', 'build_eval_transform', 'build_train_transform', 'match_channels', 'to_pixel_values']
+__all__ = [
+    'PreprocessConfig',
+    'read_preprocess_config',
+    'build_eval_transform',
+    'build_train_transform',
+    'match_channels',
+    'to_pixel_values',
+]

@@ -25,8 +25,8 @@ def root() -> Path:
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """models/ as `make run` leaves it; built with the demo notebook if missing."""
-    from worker.dev.mainjob import DEMO_NOTEBOOK, models_present
-    from worker.dev.notebooks import execute
+    from fastbackend.mainjob import DEMO_NOTEBOOK, models_present
+    from fastbackend.notebooks import execute
 
     if not models_present(MODELS):
         out = ROOT / "test-artifacts" / "build-models.ipynb"
@@ -60,7 +60,9 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def digit(task: str, index: int):

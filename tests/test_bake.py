@@ -6,27 +6,33 @@ import shutil
 
 import pytest
 
-from worker.dev.bake import DEFAULT_ADAPTERS, DEFAULT_BASE, BakeError, Source, bake, resolve
+from fastbackend.bake import DEFAULT_ADAPTERS, DEFAULT_BASE, BakeError, Source, bake, resolve
 
 
-@pytest.mark.parametrize("spec, default, hub, none, expected", [
-    ("mine/base", DEFAULT_BASE, True, False, Source("folder")),
-    (DEFAULT_BASE, DEFAULT_BASE, True, False, Source("demo")),  # missing from the context: built
-    ("google/vit-base-patch16-224", DEFAULT_BASE, True, False, Source("hub", "google/vit-base-patch16-224")),
-    ("none", DEFAULT_ADAPTERS, False, True, Source("none")),
-    (DEFAULT_ADAPTERS, DEFAULT_ADAPTERS, False, True, Source("demo")),
-])
+@pytest.mark.parametrize(
+    "spec, default, hub, none, expected",
+    [
+        ("mine/base", DEFAULT_BASE, True, False, Source("folder")),
+        (DEFAULT_BASE, DEFAULT_BASE, True, False, Source("demo")),  # missing from the context: built
+        ("google/vit-base-patch16-224", DEFAULT_BASE, True, False, Source("hub", "google/vit-base-patch16-224")),
+        ("none", DEFAULT_ADAPTERS, False, True, Source("none")),
+        (DEFAULT_ADAPTERS, DEFAULT_ADAPTERS, False, True, Source("demo")),
+    ],
+)
 def test_resolve(tmp_path, spec, default, hub, none, expected):
     (tmp_path / "mine" / "base").mkdir(parents=True)
     got = resolve(spec, default, tmp_path, allow_hub=hub, allow_none=none)
     assert got.kind == expected.kind and (expected.kind == "folder" or got.location == expected.location)
 
 
-@pytest.mark.parametrize("spec, hub, none", [
-    ("none", True, False),  # a base is required
-    ("org/adapter", False, True),  # adapters come from a folder, not the hub
-    ("not a path/or id!", True, False),
-])
+@pytest.mark.parametrize(
+    "spec, hub, none",
+    [
+        ("none", True, False),  # a base is required
+        ("org/adapter", False, True),  # adapters come from a folder, not the hub
+        ("not a path/or id!", True, False),
+    ],
+)
 def test_resolve_refuses(tmp_path, spec, hub, none):
     with pytest.raises(BakeError):
         resolve(spec, DEFAULT_BASE, tmp_path, allow_hub=hub, allow_none=none)

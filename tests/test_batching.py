@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
-
 from conftest import digit
-from worker.dev.local import serve_api
+
+from fastbackend.local import serve_api
 
 
 def functions_recording_forwards(calls: list):
@@ -45,8 +45,12 @@ def test_same_batch_gives_bit_identical_logits_to_one_direct_forward(make_worker
     from worker.images import decode_image
 
     # Rows in submission order are not guaranteed; compare each job with its own row of one direct forward.
-    pixels = [host.fns.to_pixel_values([decode_image(j["input"]["images"], "i", 10**7, 4096, 10**8)],
-                                       host.transform, host.preprocess_config) for j in jobs]
+    pixels = [
+        host.fns.to_pixel_values(
+            [decode_image(j["input"]["images"], "i", 10**7, 4096, 10**8)], host.transform, host.preprocess_config
+        )
+        for j in jobs
+    ]
     direct = predict_logits(host.model, np.concatenate(pixels), "inverted")
     got = {tuple(a["predictions"][0]["logits"]) for a in answers}
     assert got == {tuple(float(v) for v in row) for row in direct}
@@ -54,21 +58,33 @@ def test_same_batch_gives_bit_identical_logits_to_one_direct_forward(make_worker
 
 def test_each_job_gets_its_own_results_in_order_and_matches_sequential(make_worker, worker):
     batched = make_worker(concurrency=8, max_batch_wait_ms=20)
-    jobs = [{"id": str(i), "input": {"images": [digit("rot90", i)[0], digit("rot90", i + 50)[0]], "adapter": "rot90",
-                                     "return_logits": True}} for i in range(16)]
+    jobs = [
+        {
+            "id": str(i),
+            "input": {
+                "images": [digit("rot90", i)[0], digit("rot90", i + 50)[0]],
+                "adapter": "rot90",
+                "return_logits": True,
+            },
+        }
+        for i in range(16)
+    ]
     answers = asyncio.run(gather(batched, jobs))
     for j, answer in zip(jobs, answers):
         sequential = worker.handle(j)
         assert [p["label"] for p in answer["predictions"]] == [p["label"] for p in sequential["predictions"]]
-        assert np.allclose([p["logits"] for p in answer["predictions"]],
-                           [p["logits"] for p in sequential["predictions"]], atol=1e-5)
+        assert np.allclose(
+            [p["logits"] for p in answer["predictions"]], [p["logits"] for p in sequential["predictions"]], atol=1e-5
+        )
     histogram = batched.handle({"id": "m", "input": {"op": "metrics"}})["batching"]["batch_size_histogram"]
     assert sum(int(size) * n for size, n in histogram.items()) == 32 and max(map(int, histogram)) > 2
 
 
 def test_jobs_for_different_adapters_are_never_mixed(make_worker):
     calls: list = []
-    batched = make_worker(functions=functions_recording_forwards(calls), concurrency=8, max_batch_wait_ms=50, warmup=False)
+    batched = make_worker(
+        functions=functions_recording_forwards(calls), concurrency=8, max_batch_wait_ms=50, warmup=False
+    )
     adapters = ["inverted", "rot90", None]
     jobs = [job("digits", i, adapters[i % 3]) for i in range(24)]
     answers = asyncio.run(gather(batched, jobs))
@@ -86,7 +102,9 @@ def test_a_bad_job_among_good_ones_fails_alone(make_worker):
     answers = asyncio.run(gather(batched, jobs))
     assert [a["status"] for a in answers].count("error") == 1
     assert answers[3]["code"] == "IMAGE_DECODE_FAILED" and answers[3]["job_id"] == "bad"
-    assert all(a["status"] == "success" and len(a["predictions"]) == 1 for j, a in zip(jobs, answers) if j["id"] != "bad")
+    assert all(
+        a["status"] == "success" and len(a["predictions"]) == 1 for j, a in zip(jobs, answers) if j["id"] != "bad"
+    )
 
 
 def test_cancellation_leaves_no_stuck_batch(make_worker):
@@ -119,10 +137,17 @@ def test_health_shows_the_batching_settings(make_worker):
 
 
 def test_concurrent_requests_through_the_real_local_api(root, models_dir, worker, n_jobs=16):
-    env = {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters"),
-           "FASTBACKEND_CONCURRENCY": "8", "FASTBACKEND_MAX_BATCH_WAIT_MS": "20"}
+    env = {
+        "FASTBACKEND_BASE_MODEL": str(models_dir / "base"),
+        "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters"),
+        "FASTBACKEND_CONCURRENCY": "8",
+        "FASTBACKEND_MAX_BATCH_WAIT_MS": "20",
+    }
     adapters = ["inverted", "rot90"]
-    jobs = [{"input": {"images": digit(adapters[i % 2], i)[0], "adapter": adapters[i % 2], "top_k": 2}} for i in range(n_jobs)]
+    jobs = [
+        {"input": {"images": digit(adapters[i % 2], i)[0], "adapter": adapters[i % 2], "top_k": 2}}
+        for i in range(n_jobs)
+    ]
     with serve_api(root, env=env) as api:
         assert api.runsync({"input": {"op": "health"}})["output"]["batching"]["enabled"] is True
         with ThreadPoolExecutor(8) as pool:

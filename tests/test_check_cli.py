@@ -7,11 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from worker.dev.cli import main
+from fastbackend.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "handlers"
-MARKDOWN_SECTIONS = ("## Compliant", "## Problems to fix", "## Prioritised recommendations",
-                     "## Pre-deployment checklist", "## Summary")
+MARKDOWN_SECTIONS = (
+    "## Compliant",
+    "## Problems to fix",
+    "## Prioritised recommendations",
+    "## Pre-deployment checklist",
+    "## Summary",
+)
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -42,32 +47,39 @@ def test_json_report(capsys: pytest.CaptureFixture) -> None:
     assert len(report["checklist"]) == 13
 
 
-@pytest.mark.parametrize("fixture, plain, strict", [
-    ("clean", 0, 0),                    # nothing fails
-    ("raises", 0, 1),                   # only a high finding: a warning
-    ("async_handler", 0, 0),
-    ("no_payload_check", 1, 1),         # critical
-])
+@pytest.mark.parametrize(
+    "fixture, plain, strict",
+    [
+        ("clean", 0, 0),  # nothing fails
+        ("raises", 0, 1),  # only a high finding: a warning
+        ("async_handler", 0, 0),
+        ("no_payload_check", 1, 1),  # critical
+    ],
+)
 def test_exit_status(capsys: pytest.CaptureFixture, fixture: str, plain: int, strict: int) -> None:
     path = str(FIXTURES / f"{fixture}.py")
     assert run(capsys, path)[0] == plain
     assert run(capsys, "--strict", path)[0] == strict
 
 
-@pytest.mark.parametrize("name, message", [
-    ("broken_syntax.py", "broken_syntax.py:4: syntax error"),
-    ("pip_magic.py", "pip_magic.py:3: not Python: `!pip install peft` is a notebook magic"),
-    ("does_not_exist.py", "does_not_exist.py: no such file"),
-    ("", "not a file"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("broken_syntax.py", "broken_syntax.py:4: syntax error"),
+        ("pip_magic.py", "pip_magic.py:3: not Python: `!pip install peft` is a notebook magic"),
+        ("does_not_exist.py", "does_not_exist.py: no such file"),
+        ("", "not a file"),
+    ],
+)
 def test_unreviewable_path_is_one_clear_line(capsys: pytest.CaptureFixture, name: str, message: str) -> None:
     code, out, err = run(capsys, str(FIXTURES / name) if name else str(FIXTURES))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and message in err and err.startswith("fastbackend check: ")
 
 
-def test_default_path_is_the_generated_handler(capsys: pytest.CaptureFixture, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_path_is_the_generated_handler(
+    capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys)
     assert code == 2 and "exported/handler.py: no such file" in err
@@ -88,11 +100,11 @@ def test_run_without_a_test_job_says_how_to_give_one(capsys: pytest.CaptureFixtu
     code, _, err = run(capsys, "--run", "--input", "{not json", str(FIXTURES / "clean.py"))
     assert code == 2 and "--input is not JSON" in err
     code, _, err = run(capsys, "--run", "--input", '{"nope": 1}', str(FIXTURES / "clean.py"))
-    assert code == 2 and "\"input\" key" in err
+    assert code == 2 and '"input" key' in err
 
 
 def test_a_handler_in_a_package_runs_as_a_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.dev.check.procs import Target
+    from fastbackend.check.procs import Target
 
     monkeypatch.setenv("RUNPOD_WEBHOOK_GET_JOB", "https://api.runpod.ai/v2/x/job-take/$ID")  # never reach it
 
@@ -104,4 +116,7 @@ def test_a_handler_in_a_package_runs_as_a_module(tmp_path: Path, monkeypatch: py
     assert target.argv == ("python", "-m", "exported.handler") and target.cwd == tmp_path.resolve()
     env = dict(target.env)
     assert env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] == "true" and "RUNPOD_WEBHOOK_GET_JOB" not in env
-    assert Target.for_handler(tmp_path / "loose.py", "python").argv == ("python", str((tmp_path / "loose.py").resolve()))
+    assert Target.for_handler(tmp_path / "loose.py", "python").argv == (
+        "python",
+        str((tmp_path / "loose.py").resolve()),
+    )

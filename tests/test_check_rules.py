@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.dev.check import CheckOptions, review
+from fastbackend.check import CheckOptions, review
 
 RUNTIME = Path(__file__).parent / "fixtures" / "handlers" / "fixture_runtime"
 
@@ -32,17 +32,31 @@ if __name__ == "__main__":
 # name -> (files relative to the project root; the handler is handler.py), expected rule ids
 CASES: dict[str, tuple[dict[str, str], set[str]]] = {
     "thin handler baseline": ({"handler.py": THIN}, set()),
-    "handler in a package, runtime through a relative import and a re-export": ({
-        "svc/__init__.py": "",
-        "svc/glue.py": "from fixture_runtime.worker import Worker as Engine\n",
-        "svc/handler.py": THIN.replace("from fixture_runtime.worker import Worker", "from .glue import Engine as Worker"),
-    }, set()),
-    "start() inside a project function, handler passed as an argument": ({
-        "boot.py": "import runpod\n\ndef serve(fn, **extra):\n    runpod.serverless.start({'handler': fn, **extra})\n",
-        "handler.py": THIN.replace("    import runpod\n    runpod.serverless.start({\"handler\": handler})",
-                                   "    from boot import serve\n    serve(handler)"),
-    }, set()),
-    "handler built by a factory": ({"handler.py": """
+    "handler in a package, runtime through a relative import and a re-export": (
+        {
+            "svc/__init__.py": "",
+            "svc/glue.py": "from fixture_runtime.worker import Worker as Engine\n",
+            "svc/handler.py": THIN.replace(
+                "from fixture_runtime.worker import Worker", "from .glue import Engine as Worker"
+            ),
+        },
+        set(),
+    ),
+    "start() inside a project function, handler passed as an argument": (
+        {
+            "boot.py": (
+                "import runpod\n\ndef serve(fn, **extra):\n    runpod.serverless.start({'handler': fn, **extra})\n"
+            ),
+            "handler.py": THIN.replace(
+                '    import runpod\n    runpod.serverless.start({"handler": handler})',
+                "    from boot import serve\n    serve(handler)",
+            ),
+        },
+        set(),
+    ),
+    "handler built by a factory": (
+        {
+            "handler.py": """
 from fixture_runtime.worker import Worker
 
 def make_handler(worker):
@@ -57,8 +71,13 @@ if __name__ == "__main__":
     WORKER.setup_or_exit()
     import runpod
     runpod.serverless.start({"handler": handler})
-"""}, set()),
-    "a decorator's wrapper catches what the body raises": ({"handler.py": """
+"""
+        },
+        set(),
+    ),
+    "a decorator's wrapper catches what the body raises": (
+        {
+            "handler.py": """
 import functools
 from fixture_runtime.errors import classify, error_response
 from fixture_runtime.limits import check_payload
@@ -85,8 +104,13 @@ def handler(job):
 if __name__ == "__main__":
     import runpod
     runpod.serverless.start({"handler": handler})
-"""}, set()),
-    "start() picks an async handler that offloads to a thread, or the sync one": ({"handler.py": """
+"""
+        },
+        set(),
+    ),
+    "start() picks an async handler that offloads to a thread, or the sync one": (
+        {
+            "handler.py": """
 import asyncio
 import time
 from fixture_runtime.worker import Worker
@@ -108,8 +132,13 @@ if __name__ == "__main__":
     import runpod
     runpod.serverless.start({"handler": async_handler if CONCURRENT else handler,
                              "concurrency_modifier": lambda current: 4})
-"""}, set()),
-    "payload limit above RunPod's": ({"handler.py": """
+"""
+        },
+        set(),
+    ),
+    "payload limit above RunPod's": (
+        {
+            "handler.py": """
 import json
 from fixture_runtime.errors import ErrorCode, WorkerError, classify, error_response
 from fixture_runtime.worker import Worker
@@ -128,41 +157,81 @@ if __name__ == "__main__":
     WORKER.setup_or_exit()
     import runpod
     runpod.serverless.start({"handler": handler})
-"""}, {"payload-limit-too-high"}),
-    "model loaded at import": ({
-        "hub.py": "class Model:\n    @classmethod\n    def from_pretrained(cls, name):\n        return cls()\n",
-        "handler.py": "from hub import Model\nMODEL = Model.from_pretrained('x')\n" + THIN,
-    }, {"setup-at-import"}),
-    "setup function called from the handler body": ({
-        "handler.py": THIN.replace("def handler(job):\n    return WORKER.handle(job)",
-                                   "def load_model():\n    WORKER.setup()\n\n"
-                                   "def handler(job):\n    load_model()\n    return WORKER.handle(job)"),
-    }, {"setup-in-handler"}),
-    "loader behind a cache: a note, not a finding": ({
-        "hub.py": "class Model:\n    @classmethod\n    def from_pretrained(cls, name):\n        return cls()\n",
-        "handler.py": "import functools\nfrom hub import Model\n\n@functools.lru_cache(maxsize=4)\n"
-                      "def adapter(name):\n    return Model.from_pretrained(name)\n" + THIN.replace(
-                          "    return WORKER.handle(job)", "    adapter('base')\n    return WORKER.handle(job)"),
-    }, set()),
-    "async handler without a concurrency modifier": ({"handler.py": THIN.replace(
-        "def handler(job):", "async def handler(job):")}, {"async-without-concurrency"}),
-    "exception swallowed": ({"handler.py": THIN.replace(
-        "    return WORKER.handle(job)",
-        "    try:\n        job['input'].pop('trace', None)\n    except Exception:\n        pass\n"
-        "    return WORKER.handle(job)")}, {"swallowed-exception"}),
-    "start() defined but never called": ({"handler.py": THIN.replace(
-        "if __name__ == \"__main__\":\n    WORKER.setup_or_exit()\n    import runpod\n",
-        "import runpod\n\ndef main():\n    WORKER.setup_or_exit()\n")}, {"no-start"}),
+"""
+        },
+        {"payload-limit-too-high"},
+    ),
+    "model loaded at import": (
+        {
+            "hub.py": "class Model:\n    @classmethod\n    def from_pretrained(cls, name):\n        return cls()\n",
+            "handler.py": "from hub import Model\nMODEL = Model.from_pretrained('x')\n" + THIN,
+        },
+        {"setup-at-import"},
+    ),
+    "setup function called from the handler body": (
+        {
+            "handler.py": THIN.replace(
+                "def handler(job):\n    return WORKER.handle(job)",
+                "def load_model():\n    WORKER.setup()\n\n"
+                "def handler(job):\n    load_model()\n    return WORKER.handle(job)",
+            ),
+        },
+        {"setup-in-handler"},
+    ),
+    "loader behind a cache: a note, not a finding": (
+        {
+            "hub.py": "class Model:\n    @classmethod\n    def from_pretrained(cls, name):\n        return cls()\n",
+            "handler.py": "import functools\nfrom hub import Model\n\n@functools.lru_cache(maxsize=4)\n"
+            "def adapter(name):\n    return Model.from_pretrained(name)\n"
+            + THIN.replace("    return WORKER.handle(job)", "    adapter('base')\n    return WORKER.handle(job)"),
+        },
+        set(),
+    ),
+    "async handler without a concurrency modifier": (
+        {"handler.py": THIN.replace("def handler(job):", "async def handler(job):")},
+        {"async-without-concurrency"},
+    ),
+    "exception swallowed": (
+        {
+            "handler.py": THIN.replace(
+                "    return WORKER.handle(job)",
+                "    try:\n        job['input'].pop('trace', None)\n    except Exception:\n        pass\n"
+                "    return WORKER.handle(job)",
+            )
+        },
+        {"swallowed-exception"},
+    ),
+    "start() defined but never called": (
+        {
+            "handler.py": THIN.replace(
+                'if __name__ == "__main__":\n    WORKER.setup_or_exit()\n    import runpod\n',
+                "import runpod\n\ndef main():\n    WORKER.setup_or_exit()\n",
+            )
+        },
+        {"no-start"},
+    ),
     "runpod used without an import": ({"handler.py": THIN.replace("    import runpod\n", "")}, {"no-runpod-import"}),
-    "external command at start": ({"handler.py": THIN.replace(
-        "    WORKER.setup_or_exit()\n",
-        "    import subprocess\n    subprocess.run(['nvidia-smi'], timeout=5, check=False)\n    WORKER.setup_or_exit()\n")},
-        {"subprocess"}),
-    "two required parameters": ({"handler.py": THIN.replace("def handler(job):", "def handler(job, context):")},
-                                {"handler-signature"}),
-    "start() config without a handler": ({"handler.py": THIN.replace(
-        '{"handler": handler}', '{"concurrency_modifier": lambda n: 1}')}, {"no-handler"}),
-    "input never read": ({"handler.py": """
+    "external command at start": (
+        {
+            "handler.py": THIN.replace(
+                "    WORKER.setup_or_exit()\n",
+                "    import subprocess\n    subprocess.run(['nvidia-smi'], timeout=5, check=False)\n"
+                "    WORKER.setup_or_exit()\n",
+            )
+        },
+        {"subprocess"},
+    ),
+    "two required parameters": (
+        {"handler.py": THIN.replace("def handler(job):", "def handler(job, context):")},
+        {"handler-signature"},
+    ),
+    "start() config without a handler": (
+        {"handler.py": THIN.replace('{"handler": handler}', '{"concurrency_modifier": lambda n: 1}')},
+        {"no-handler"},
+    ),
+    "input never read": (
+        {
+            "handler.py": """
 from fixture_runtime.errors import classify, error_response
 from fixture_runtime.limits import check_payload
 from fixture_runtime.telemetry import after_job, log_event
@@ -179,14 +248,26 @@ def handler(job):
 if __name__ == "__main__":
     import runpod
     runpod.serverless.start({"handler": handler})
-"""}, {"no-input-read"}),
-    "argv read directly": ({"handler.py": THIN.replace(
-        "    WORKER.setup_or_exit()\n", "    import sys\n    MODE = sys.argv[1]\n    WORKER.setup_or_exit()\n")},
-        {"argv-parsing"}),
-    "relative import of a missing module": ({"pkg/__init__.py": "", "pkg/handler.py": "from .nothere import x\n" + THIN},
-                                            {"import-error"}),
-    "imported module does not parse": ({"broken.py": "def f(:\n    pass\n", "handler.py": "import broken\n" + THIN},
-                                       {"syntax-error"}),
+"""
+        },
+        {"no-input-read"},
+    ),
+    "argv read directly": (
+        {
+            "handler.py": THIN.replace(
+                "    WORKER.setup_or_exit()\n", "    import sys\n    MODE = sys.argv[1]\n    WORKER.setup_or_exit()\n"
+            )
+        },
+        {"argv-parsing"},
+    ),
+    "relative import of a missing module": (
+        {"pkg/__init__.py": "", "pkg/handler.py": "from .nothere import x\n" + THIN},
+        {"import-error"},
+    ),
+    "imported module does not parse": (
+        {"broken.py": "def f(:\n    pass\n", "handler.py": "import broken\n" + THIN},
+        {"syntax-error"},
+    ),
 }
 
 
@@ -213,8 +294,10 @@ def test_case(name: str, tmp_path: Path) -> None:
 
 
 def test_suppression_on_the_reported_line(tmp_path: Path) -> None:
-    source = THIN.replace('runpod.serverless.start({"handler": handler})',
-                          'runpod.serverless.start({"handler": handler})  # fastbackend: ignore[code-after-start]')
+    source = THIN.replace(
+        'runpod.serverless.start({"handler": handler})',
+        'runpod.serverless.start({"handler": handler})  # fastbackend: ignore[code-after-start]',
+    )
     source += "    print('never')\n"
     handler = make_project(tmp_path, {"handler.py": source})
     assert {f.rule_id for f in review(CheckOptions(handler)).findings} == {"code-after-start"}

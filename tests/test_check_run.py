@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from test_check_rules import THIN, make_project
-from worker.dev.check import CheckOptions, review
+
+from fastbackend.check import CheckOptions, review
 
 FIXTURES = Path(__file__).parent / "fixtures" / "handlers"
 
@@ -42,8 +42,13 @@ def test_clean_handler_scores_ten_with_run(name: str) -> None:
     assert [f.to_json() for f in report.findings] == []
     assert report.score == 10.0 and report.verdict == "GO" and report.ran
     assert all(p.passed for p in report.probes), [p.to_json() for p in report.probes]
-    assert {p.name.split(" (")[0] for p in report.probes} >= {"`--test_input`", "/runsync", "/run + /status",
-                                                             "cold start", "first job vs warm"}
+    assert {p.name.split(" (")[0] for p in report.probes} >= {
+        "`--test_input`",
+        "/runsync",
+        "/run + /status",
+        "cold start",
+        "first job vs warm",
+    }
     assert "PAYLOAD_TOO_LARGE" in probe(report, "oversized payload").detail
     assert 0 < report.metrics["cold_start_s"] < 60 and report.metrics["warm_p50_ms"] > 0
     assert not leftover_servers(f"{name}.py")
@@ -75,7 +80,9 @@ def test_generator_handler_streams_through_the_api_but_not_test_input() -> None:
 
 
 def test_worker_that_cannot_start_is_no_go(tmp_path: Path) -> None:
-    source = THIN.replace("    WORKER.setup_or_exit()\n", "    raise SystemExit('setup failed: no model at /models/base')\n")
+    source = THIN.replace(
+        "    WORKER.setup_or_exit()\n", "    raise SystemExit('setup failed: no model at /models/base')\n"
+    )
     report = run_review(make_project(tmp_path, {"handler.py": source}), input='{"input": {"text": "hi"}}')
     assert {f.rule_id for f in report.findings} == {"run-test-input", "run-local-api"}
     assert report.verdict == "NO-GO" and report.exit_code() == 1

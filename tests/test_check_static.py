@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.dev.check import CheckOptions, Severity, review
-from worker.dev.check.rules import RULES, Area
+from fastbackend.check import CheckOptions, Severity, review
+from fastbackend.check.rules import RULES, Area
 
 FIXTURES = Path(__file__).parent / "fixtures" / "handlers"
 
@@ -33,8 +33,16 @@ EXPECTED = {
     "code_after_start": {"code-after-start"},
     "argv_parsing": {"argv-parsing"},
     "bad_import": {"import-error"},
-    "original_worker": {"setup-in-handler", "runtime-install", "no-payload-check", "error-without-code",
-                        "no-structured-logging", "no-memory-cleanup", "no-test-input", "no-refresh-worker"},
+    "original_worker": {
+        "setup-in-handler",
+        "runtime-install",
+        "no-payload-check",
+        "error-without-code",
+        "no-structured-logging",
+        "no-memory-cleanup",
+        "no-test-input",
+        "no-refresh-worker",
+    },
 }
 
 # The original review's summary table, area by area (FastBackend 1.0.0-fast, 8/10, conditional go):
@@ -83,8 +91,14 @@ def test_original_worker_scored_as_the_review_scored_it() -> None:
     assert report.exit_code() == 1
     compliant = {c.item for c in report.compliant}
     # what the review listed as compliant
-    assert {"Handler signature", "Input extraction", "Return format", "`runpod.serverless.start` called",
-            "Main guard", "Error handling"} <= compliant
+    assert {
+        "Handler signature",
+        "Input extraction",
+        "Return format",
+        "`runpod.serverless.start` called",
+        "Main guard",
+        "Error handling",
+    } <= compliant
 
 
 @pytest.mark.parametrize("name", ["clean", "thin_runtime_handler", "async_handler"])

@@ -7,14 +7,13 @@ import io
 import json
 
 import pytest
-
 from conftest import digit
 from fixtures.fake_runpod import API_KEY, ENDPOINT, FakeRunPod, serve
+
+from fastbackend.cli import main
+from fastbackend.client import ApiClient, ClientError, Mode, PayloadTooLarge, Target, check_request_size, encode_job
+from fastbackend.display import ProgressLine, prediction_table
 from worker.config import RUN_LIMIT_BYTES, RUNSYNC_LIMIT_BYTES
-from worker.dev.cli import main
-from worker.dev.client import (ApiClient, ClientError, Mode, PayloadTooLarge, Target, check_request_size,
-                               encode_job)
-from worker.dev.display import ProgressLine, prediction_table
 
 _OVERHEAD = len(encode_job({"input": {"images": ""}}))
 
@@ -45,12 +44,17 @@ def client_for(fake: FakeRunPod) -> ApiClient:
 
 
 # -- RunPod's limits: 10 MB on /run, 20 MB on /runsync --------------------------------------
-@pytest.mark.parametrize("mode, size, allowed", [
-    (Mode.ASYNC, RUN_LIMIT_BYTES, True), (Mode.ASYNC, RUN_LIMIT_BYTES + 1, False),
-    (Mode.SYNC, RUN_LIMIT_BYTES + 1, True),
-    (Mode.SYNC, RUNSYNC_LIMIT_BYTES, True), (Mode.SYNC, RUNSYNC_LIMIT_BYTES + 1, False),
-    (Mode.ASYNC, RUNSYNC_LIMIT_BYTES + 1, False),
-])
+@pytest.mark.parametrize(
+    "mode, size, allowed",
+    [
+        (Mode.ASYNC, RUN_LIMIT_BYTES, True),
+        (Mode.ASYNC, RUN_LIMIT_BYTES + 1, False),
+        (Mode.SYNC, RUN_LIMIT_BYTES + 1, True),
+        (Mode.SYNC, RUNSYNC_LIMIT_BYTES, True),
+        (Mode.SYNC, RUNSYNC_LIMIT_BYTES + 1, False),
+        (Mode.ASYNC, RUNSYNC_LIMIT_BYTES + 1, False),
+    ],
+)
 def test_size_check_at_each_boundary(mode, size, allowed):
     if allowed:
         check_request_size(size, mode)
@@ -127,7 +131,8 @@ def test_async_invoke_polls_status_shows_progress_and_prints_the_table(fake, end
     out, err = capsys.readouterr()
     assert code == 0, err
     assert [(s.method, s.path) for s in fake.seen] == [("POST", f"/v2/{ENDPOINT}/run")] + [
-        ("GET", f"/v2/{ENDPOINT}/status/job-1")] * 3
+        ("GET", f"/v2/{ENDPOINT}/status/job-1")
+    ] * 3
     assert all(s.auth == f"Bearer {API_KEY}" for s in fake.seen)
     progress = [line for line in err.splitlines() if line.startswith("job job-1 on endpoint")]
     assert [line.split(": ")[1].split()[0] for line in progress] == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
@@ -191,9 +196,14 @@ def test_progress_redraws_one_line_on_a_terminal_and_logs_only_changes_elsewhere
 
 
 def test_prediction_table_has_a_row_per_image_and_a_summary():
-    output = {"adapter": None, "timings": {"total_ms": 3.25}, "predictions": [
-        {"label": "6", "score": 0.9876, "top_k": [{"label": "6", "score": 0.9876}, {"label": "5", "score": 0.01}]},
-        {"label": "1", "score": 0.5, "top_k": [{"label": "1", "score": 0.5}]}]}
+    output = {
+        "adapter": None,
+        "timings": {"total_ms": 3.25},
+        "predictions": [
+            {"label": "6", "score": 0.9876, "top_k": [{"label": "6", "score": 0.9876}, {"label": "5", "score": 0.01}]},
+            {"label": "1", "score": 0.5, "top_k": [{"label": "1", "score": 0.5}]},
+        ],
+    }
     lines = prediction_table(["a.png", "dir/b.png"], output).splitlines()
     assert lines[0].split() == ["image", "label", "score", "top-k"] and set(lines[1]) <= {"-", " "}
     assert lines[2].split()[:3] == ["a.png", "6", "0.988"] and lines[2].endswith("6 0.988, 5 0.010")
@@ -204,7 +214,7 @@ def test_prediction_table_has_a_row_per_image_and_a_summary():
 # -- the same client against RunPod's local API ------------------------------------------
 @pytest.fixture(scope="module")
 def local_api(root, models_dir, tmp_path_factory):
-    from worker.dev.local import serve_api
+    from fastbackend.local import serve_api
 
     env = {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters")}
     with serve_api(root, env=env, log_file=tmp_path_factory.mktemp("client") / "api.log") as api:

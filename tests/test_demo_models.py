@@ -11,7 +11,7 @@ import pytest
 from exported.demo_models import load_digit_task
 from exported.inference import attach_adapter, load_base_model, model_fingerprint, predict_logits, read_adapter_meta
 from exported.preprocess import build_eval_transform, read_preprocess_config, to_pixel_values
-from worker.dev.mainjob import DEMO_NOTEBOOK
+from fastbackend.mainjob import DEMO_NOTEBOOK
 
 
 def _accuracy(model, models_dir: Path, task: str, adapter: str | None) -> float:
@@ -52,12 +52,15 @@ def test_base_fails_on_the_shifted_task_and_the_adapter_recovers(served, models_
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_two_builds_with_the_same_seed_are_bit_identical(root, tmp_path):
-    from worker.dev.notebooks import execute
+    from fastbackend.notebooks import execute
 
     small = {"base_epochs": 2, "adapter_epochs": 2, "adapter_tasks": ["inverted"], "seed": 3}
     builds = []

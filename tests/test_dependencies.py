@@ -11,7 +11,9 @@ def test_environment_yml_mirrors_pyproject(root):
     env = yaml.safe_load((root / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     mirrored = {p for p in pip_section if not p.startswith("-e")}
-    assert mirrored == declared, f"only in pyproject: {declared - mirrored}; only in environment.yml: {mirrored - declared}"
+    assert mirrored == declared, (
+        f"only in pyproject: {declared - mirrored}; only in environment.yml: {mirrored - declared}"
+    )
     assert "-e ." in pip_section
     assert "python=3.11" in env["dependencies"]
 

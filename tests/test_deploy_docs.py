@@ -11,13 +11,13 @@ import subprocess
 
 import pytest
 
-from worker.dev.cli import build_parser
+from fastbackend.cli import build_parser
 
 
 def _section(readme: str, title: str) -> str:
     start = readme.index(f"## {title}\n")
     end = readme.find("\n## ", start + 1)
-    return readme[start:end if end > 0 else None]
+    return readme[start : end if end > 0 else None]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_every_fastbackend_command_in_the_docs_parses(deploy_docs):
     assert len(lines) >= 2
     for line in lines:
         argv = shlex.split(line.replace("<endpoint id>", "abc123"))
-        build_parser().parse_args(argv[argv.index(".venv/bin/fastbackend") + 1:])
+        build_parser().parse_args(argv[argv.index(".venv/bin/fastbackend") + 1 :])
 
 
 def test_every_make_target_in_the_docs_exists(root, deploy_docs):
@@ -69,4 +69,4 @@ def test_the_pod_script_documents_its_options(root, deploy_docs):
 
 
 def _section_of(text: str, title: str) -> str:
-    return text[text.index(f"## {title}"):]
+    return text[text.index(f"## {title}") :]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from fastbackend.bake import DEFAULT_ADAPTERS, DEFAULT_BASE, bake
 from worker.config import WorkerConfig
-from worker.dev.bake import DEFAULT_ADAPTERS, DEFAULT_BASE, bake
 
 
 @dataclass
@@ -177,33 +177,52 @@ def _ignored(patterns: list[str], path: str) -> bool:
         parts = path.split("/")
         prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
         candidates = prefixes + ["/".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)]
-        if any(fnmatch.fnmatchcase(c, pattern) for c in (candidates if not "/" in pattern else prefixes)):
+        if any(fnmatch.fnmatchcase(c, pattern) for c in (candidates if "/" not in pattern else prefixes)):
             ignored = not negate
     return ignored
 
 
-@pytest.mark.parametrize("path, ignored", [
-    (".venv/bin/python", True), ("runs/20260101T000000Z-run/metrics.json", True), (".git/HEAD", True),
-    ("test-artifacts/lab.png", True), ("notebooks/02_inference-fig1.png", True),
-    ("worker/__pycache__/config.cpython-311.pyc", True), ("notebooks/.ipynb_checkpoints/x.ipynb", True),
-    ("worker/config.py", False), ("exported/handler.py", False), ("pyproject.toml", False),
-    ("notebooks/00_demo_models.ipynb", False), ("test_input.json", False), ("models/base/config.json", False),
-])
+@pytest.mark.parametrize(
+    "path, ignored",
+    [
+        (".venv/bin/python", True),
+        ("runs/20260101T000000Z-run/metrics.json", True),
+        (".git/HEAD", True),
+        ("test-artifacts/lab.png", True),
+        ("notebooks/02_inference-fig1.png", True),
+        ("worker/__pycache__/config.cpython-311.pyc", True),
+        ("notebooks/.ipynb_checkpoints/x.ipynb", True),
+        ("worker/config.py", False),
+        ("exported/handler.py", False),
+        ("pyproject.toml", False),
+        ("notebooks/00_demo_models.ipynb", False),
+        ("test_input.json", False),
+        ("models/base/config.json", False),
+    ],
+)
 def test_dockerignore_keeps_out_envs_runs_and_outputs_but_not_what_the_build_needs(root, path, ignored):
-    patterns = [p.strip() for p in (root / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
+    patterns = [
+        p.strip() for p in (root / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
     assert _ignored(patterns, path) == ignored
 
 
 def test_make_image_builds_with_the_build_arguments(root):
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    dry = subprocess.run(["make", "-n", "image", "IMAGE=me/fb:1", "BASE_MODEL=org/vit", "ADAPTERS=none"],
-                         cwd=root, capture_output=True, text=True, env=env)
+    dry = subprocess.run(
+        ["make", "-n", "image", "IMAGE=me/fb:1", "BASE_MODEL=org/vit", "ADAPTERS=none"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert dry.returncode == 0, dry.stderr
     assert re.search(r"docker build .*--platform linux/amd64 .*-t me/fb:1", dry.stdout)
     assert "--build-arg BASE_MODEL=org/vit" in dry.stdout and "--build-arg ADAPTERS=none" in dry.stdout
     assert "--secret" not in dry.stdout
-    private = subprocess.run(["make", "-n", "image"], cwd=root, capture_output=True, text=True,
-                             env={**env, "HF_TOKEN": "hf_secret_value"})
+    private = subprocess.run(
+        ["make", "-n", "image"], cwd=root, capture_output=True, text=True, env={**env, "HF_TOKEN": "hf_secret_value"}
+    )
     assert "--secret id=hf_token,env=HF_TOKEN" in private.stdout and "hf_secret_value" not in private.stdout
 
 

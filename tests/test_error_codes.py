@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import digit, png_b64, png_header_only
 from safetensors.torch import load_file, save_file
 
-from conftest import digit, png_b64, png_header_only
 from worker.errors import ErrorCode
 
 

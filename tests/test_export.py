@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.dev.export import ExportError, export, stale_diff
+from fastbackend.export import ExportError, export, stale_diff
 
 FIXTURES = Path(__file__).parent / "fixtures" / "export"
 
@@ -30,7 +30,7 @@ def test_plain_export_writes_a_stamped_module_with_back_links_and_all(tmp_path):
     assert "# %% notebooks/01_plain.ipynb cell 01_pla-3\n" in text
     assert "double(3)" not in text, "unmarked cells are not exported"
     assert "#| export" not in text
-    assert text.rstrip().endswith("__all__ = ['SCALE', 'double', 'Box']")
+    assert text.rstrip().endswith("__all__ = [\n    'SCALE',\n    'double',\n    'Box',\n]")
     namespace: dict = {}
     exec(compile(text, "plain.py", "exec"), namespace)
     assert namespace["double"](3) == 6.0
@@ -46,7 +46,9 @@ def test_export_is_deterministic(tmp_path):
 
 def test_magic_in_an_export_cell_is_an_error_naming_notebook_and_cell(tmp_path):
     root = project(tmp_path, "01_magic.ipynb")
-    with pytest.raises(ExportError, match=r"notebooks/01_magic.ipynb cell 01_mag-0 .*line 2: notebook magic '%pip install peft'"):
+    with pytest.raises(
+        ExportError, match=r"notebooks/01_magic.ipynb cell 01_mag-0 .*line 2: notebook magic '%pip install peft'"
+    ):
         export(root)
     assert not (root / "exported").exists(), "nothing is written when export fails"
 
@@ -103,7 +105,7 @@ def test_a_module_whose_notebook_is_gone_is_stale_and_export_removes_it(tmp_path
 
 def test_cli_check_exit_codes(tmp_path):
     root = project(tmp_path, "01_plain.ipynb")
-    cli = [sys.executable, "-m", "worker.dev.cli", "export"]
+    cli = [sys.executable, "-m", "fastbackend.cli", "export"]
     assert subprocess.run(cli + ["--check"], cwd=root, capture_output=True).returncode == 1
     assert subprocess.run(cli, cwd=root, capture_output=True).returncode == 0
     assert subprocess.run(cli + ["--check"], cwd=root, capture_output=True).returncode == 0

@@ -12,10 +12,10 @@ import json
 import os
 
 import pytest
+from conftest import digit, png_header_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import digit, png_header_only
 from worker.errors import ErrorCode
 from worker.schema import OPS
 
@@ -25,23 +25,40 @@ _VALID = [digit("digits", i)[0] for i in range(4)] + [digit("inverted", i)[0] fo
 
 
 def fuzz_settings(examples: int):
-    return settings(max_examples=int(examples * SCALE), deadline=None, database=None,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=int(examples * SCALE), deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
 
 
-json_leaf = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-             | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40))
-json_value = st.recursive(json_leaf, lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10), c, max_size=5),
-                          max_leaves=30)
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=40)
+)
+json_value = st.recursive(
+    json_leaf, lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10), c, max_size=5), max_leaves=30
+)
 
 b64 = st.binary(max_size=300).map(lambda b: base64.b64encode(b).decode())
 absurd_png = st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)).map(
-    lambda wh: base64.b64encode(png_header_only(*wh)).decode())
-image = (st.sampled_from(_VALID) | b64 | absurd_png | st.text(max_size=50)
-         | st.sampled_from(_VALID).map(lambda s: "data:image/png;base64," + s)
-         | st.sampled_from(_VALID).map(lambda s: s[: len(s) // 2]))
+    lambda wh: base64.b64encode(png_header_only(*wh)).decode()
+)
+image = (
+    st.sampled_from(_VALID)
+    | b64
+    | absurd_png
+    | st.text(max_size=50)
+    | st.sampled_from(_VALID).map(lambda s: "data:image/png;base64," + s)
+    | st.sampled_from(_VALID).map(lambda s: s[: len(s) // 2])
+)
 images = image | st.lists(image, max_size=8) | json_value
-adapter = st.none() | st.sampled_from(["inverted", "rot90", "../inverted", "inverted/../rot90", "", "sepia"]) | st.text(max_size=20)
+adapter = (
+    st.none()
+    | st.sampled_from(["inverted", "rot90", "../inverted", "inverted/../rot90", "", "sepia"])
+    | st.text(max_size=20)
+)
 top_k = st.integers(-5, 200) | st.floats(allow_nan=True) | st.booleans() | st.text(max_size=3) | st.just(10**40)
 op = st.sampled_from(OPS) | st.text(max_size=12) | json_leaf
 
@@ -49,8 +66,14 @@ op = st.sampled_from(OPS) | st.text(max_size=12) | json_leaf
 @st.composite
 def near_valid(draw):
     body = {"images": draw(images)}
-    for key, strategy in (("op", op), ("adapter", adapter), ("top_k", top_k), ("return_logits", json_leaf),
-                          ("payload", json_value), ("return_pixels", st.booleans())):
+    for key, strategy in (
+        ("op", op),
+        ("adapter", adapter),
+        ("top_k", top_k),
+        ("return_logits", json_leaf),
+        ("payload", json_value),
+        ("return_pixels", st.booleans()),
+    ):
         if draw(st.booleans()):
             body[key] = draw(strategy)
     if draw(st.integers(0, 9)) == 0:

@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import digit
+
 from worker.config import ENV_VARS, ConfigError, WorkerConfig
 
 CATEGORIES = {"audio", "embedding", "language", "video", "image"}
@@ -123,7 +123,7 @@ def test_the_predict_cases_carry_the_digits_they_claim(root, cases):
 
 @pytest.fixture(scope="module")
 def api(root, models_dir, cases, tmp_path_factory):
-    from worker.dev.local import serve_api
+    from fastbackend.local import serve_api
 
     env = {e["key"]: e["value"] for e in cases["config"].get("env", [])}
     env.update(FASTBACKEND_BASE_MODEL=str(models_dir / "base"), FASTBACKEND_ADAPTERS_DIR=str(models_dir / "adapters"))
@@ -146,5 +146,7 @@ def test_every_case_completes_through_the_local_api_within_its_timeout(api, case
         assert took_ms < case["timeout"], f"{case['name']}: {took_ms:.0f} ms > {case['timeout']} ms"
         if case["name"] in expected:
             assert answer["output"]["predictions"][0]["label"] == expected[case["name"]], case["name"]
-        print(f"{case['name']}: {took_ms:.0f} ms (timeout {case['timeout']} ms)"
-              + (" including the worker's startup" if case is cases["tests"][0] else ""))
+        print(
+            f"{case['name']}: {took_ms:.0f} ms (timeout {case['timeout']} ms)"
+            + (" including the worker's startup" if case is cases["tests"][0] else "")
+        )

@@ -15,19 +15,31 @@ from pathlib import Path
 
 import pytest
 
-from worker.dev.local import free_port, stop_process
+from fastbackend.local import free_port, stop_process
 
 NOTEBOOK = "notebooks/02_inference.ipynb"
 KERNEL_DISPLAY_NAME = "Python 3 (fastbackend)"
 # The flags a root, offline machine needs (closed network: no background calls home).
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def find_chromium() -> str | None:
-    for candidate in (os.environ.get("CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-                      "/usr/bin/chromium"):
+    for candidate in (
+        os.environ.get("CHROMIUM"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        "/usr/bin/chromium",
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
@@ -61,11 +73,21 @@ def lab(root, tmp_path_factory):
     """`scripts/pod-setup.sh --local` (what `make lab` runs) on a free loopback port."""
     home = tmp_path_factory.mktemp("jupyter")
     port, token = free_port(), secrets.token_urlsafe(16)
-    env = dict(os.environ, JUPYTER_TOKEN=token, JUPYTER_CONFIG_DIR=str(home / "config"),
-               JUPYTER_RUNTIME_DIR=str(home / "runtime"))
+    env = dict(
+        os.environ,
+        JUPYTER_TOKEN=token,
+        JUPYTER_CONFIG_DIR=str(home / "config"),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+    )
     log = open(home / "lab.log", "w")
-    process = subprocess.Popen(["bash", str(root / "scripts" / "pod-setup.sh"), "--local", "--port", str(port)],
-                               cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        ["bash", str(root / "scripts" / "pod-setup.sh"), "--local", "--port", str(port)],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -106,8 +128,11 @@ def test_the_lab_kernel_starts_in_the_repository_root_with_the_project_importabl
     try:
         client.wait_for_ready(timeout=60)
         lines: list[str] = []
-        client.execute_interactive("import os, sys, worker, exported; print(os.getcwd()); print(sys.prefix)",
-                                   timeout=60, output_hook=lambda m: lines.append(m["content"].get("text", "")))
+        client.execute_interactive(
+            "import os, sys, worker, exported; print(os.getcwd()); print(sys.prefix)",
+            timeout=60,
+            output_hook=lambda m: lines.append(m["content"].get("text", "")),
+        )
         cwd, prefix = "".join(lines).split()
         assert Path(cwd) == root and Path(prefix) == root / ".venv"
     finally:
@@ -132,8 +157,11 @@ def test_a_real_browser_opens_the_inference_notebook_with_its_kernel(root, lab, 
             heading.wait_for(timeout=120_000)
             assert heading.inner_text() == "02 · Inference with LoRA adapters"
             page.wait_for_function(
-                "name => [...document.querySelectorAll('.jp-Toolbar-kernelName')].some(e => e.textContent.includes(name))",
-                arg=KERNEL_DISPLAY_NAME, timeout=120_000)
+                "name => [...document.querySelectorAll('.jp-Toolbar-kernelName')]"
+                ".some(e => e.textContent.includes(name))",
+                arg=KERNEL_DISPLAY_NAME,
+                timeout=120_000,
+            )
             page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
             cells = page.locator(".jp-Notebook .jp-Cell").count()
             assert cells == len(json.loads(before)["cells"])
@@ -161,8 +189,13 @@ def test_a_taken_port_is_reported_not_silently_moved(root, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(["bash", "scripts/pod-setup.sh", "--local", "--port", str(port)], cwd=root,
-                              env=dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path)), capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            ["bash", "scripts/pod-setup.sh", "--local", "--port", str(port)],
+            cwd=root,
+            env=dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert done.returncode == 1
     assert f"port {port} is taken" in done.stderr and "--replace" in done.stderr

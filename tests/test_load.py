@@ -14,7 +14,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from conftest import digit
-from worker.dev.local import serve_api
+
+from fastbackend.local import serve_api
 from worker.errors import ErrorCode
 
 REQUESTS = max(1000, int(os.environ.get("FASTBACKEND_LOAD_REQUESTS", "1000")))
@@ -30,9 +31,16 @@ def rss_kb(pid: int) -> int:
 
 def test_burst_through_the_local_api(root, models_dir):
     env = {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters")}
-    valid = [{"input": {"images": digit(task, i)[0], **({"adapter": task} if task != "digits" else {}), "top_k": 3}}
-             for task in ("digits", "inverted", "rot90") for i in range(5)]
-    invalid = [{"input": {"images": "bm90IGFuIGltYWdl"}}, {"input": {"op": "nope"}}, {"input": {"images": "x", "adapter": "zz"}}]
+    valid = [
+        {"input": {"images": digit(task, i)[0], **({"adapter": task} if task != "digits" else {}), "top_k": 3}}
+        for task in ("digits", "inverted", "rot90")
+        for i in range(5)
+    ]
+    invalid = [
+        {"input": {"images": "bm90IGFuIGltYWdl"}},
+        {"input": {"op": "nope"}},
+        {"input": {"images": "x", "adapter": "zz"}},
+    ]
     jobs = [invalid[i % 3] if i % 5 == 4 else valid[i % len(valid)] for i in range(REQUESTS)]
 
     def send(job):
@@ -60,10 +68,17 @@ def test_burst_through_the_local_api(root, models_dir):
     growth = (rss_at_end - rss_after_first) / rss_after_first
     latencies = sorted(t for _, _, t in answers)
     q = statistics.quantiles(latencies, n=100)
-    report = {"requests": REQUESTS, "threads": THREADS, "requests_per_s": round(REQUESTS / elapsed, 1),
-              "p50_ms": round(q[49] * 1000, 2), "p95_ms": round(q[94] * 1000, 2), "p99_ms": round(q[98] * 1000, 2),
-              "rss_after_first_500_mb": round(rss_after_first / 1024, 1), "rss_at_end_mb": round(rss_at_end / 1024, 1),
-              "rss_growth_percent": round(growth * 100, 2)}
+    report = {
+        "requests": REQUESTS,
+        "threads": THREADS,
+        "requests_per_s": round(REQUESTS / elapsed, 1),
+        "p50_ms": round(q[49] * 1000, 2),
+        "p95_ms": round(q[94] * 1000, 2),
+        "p99_ms": round(q[98] * 1000, 2),
+        "rss_after_first_500_mb": round(rss_after_first / 1024, 1),
+        "rss_at_end_mb": round(rss_at_end / 1024, 1),
+        "rss_growth_percent": round(growth * 100, 2),
+    }
     out = root / "test-artifacts" / "load.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

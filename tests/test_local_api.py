@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import digit
-from worker.dev.local import run_test_input, serve_api
+
+from fastbackend.local import run_test_input, serve_api
 
 
 @pytest.fixture(scope="module")
 def env(models_dir):
-    return {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters")}
+    return {
+        "FASTBACKEND_BASE_MODEL": str(models_dir / "base"),
+        "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters"),
+    }
 
 
 @pytest.fixture(scope="module")

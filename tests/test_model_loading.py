@@ -61,8 +61,10 @@ def test_adapter_with_pre_transformers_5_module_names_is_refused(models_dir, ada
 
 def test_adapter_for_another_architecture_is_refused(models_dir, adapter_copy):
     weights = adapter_copy / "adapter_model.safetensors"
-    widened = {k: torch.zeros(v.shape[0], v.shape[1] * 2, *v.shape[2:]) if "lora_A" in k else v
-               for k, v in load_file(weights).items()}
+    widened = {
+        k: torch.zeros(v.shape[0], v.shape[1] * 2, *v.shape[2:]) if "lora_A" in k else v
+        for k, v in load_file(weights).items()
+    }
     save_file(widened, weights, metadata={"format": "pt"})
     with pytest.raises(AdapterIncompatible, match="do not match the base"):
         attach_adapter(load_base_model(models_dir / "base"), adapter_copy, "inverted")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from worker.dev.notebooks import volatile_metadata
+from fastbackend.notebooks import volatile_metadata
 
 NOTEBOOKS = ["00_demo_models", "01_preprocess", "02_inference"]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import png_b64
-from worker.dev.local import run_test_input, serve_api
+
+from fastbackend.local import run_test_input, serve_api
 
 COUNT = 200
 TEST_INPUT_COUNT = 8
@@ -33,9 +33,17 @@ def held_out():
 
 @pytest.fixture(scope="module")
 def jobs(held_out):
-    return {name: {"id": f"parity-{name}", "input": {"images": [png_b64(i) for i in held_out[name]],
-                                                     "return_logits": True, **({"adapter": a} if a else {})}}
-            for name, (_, a) in TARGETS.items()}
+    return {
+        name: {
+            "id": f"parity-{name}",
+            "input": {
+                "images": [png_b64(i) for i in held_out[name]],
+                "return_logits": True,
+                **({"adapter": a} if a else {}),
+            },
+        }
+        for name, (_, a) in TARGETS.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +56,19 @@ def direct(models_dir, held_out):
     for name in ("inverted", "rot90"):
         model = attach_adapter(model, models_dir / "adapters" / name, name, model_fingerprint(models_dir / "base"))
     transform = build_eval_transform(config)
-    return {name: predict_logits(model, to_pixel_values(held_out[name], transform, config), adapter)
-            for name, (_, adapter) in TARGETS.items()}
+    return {
+        name: predict_logits(model, to_pixel_values(held_out[name], transform, config), adapter)
+        for name, (_, adapter) in TARGETS.items()
+    }
 
 
 @pytest.fixture(scope="module")
 def env(models_dir):
-    return {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters"),
-            "FASTBACKEND_MAX_BATCH": str(COUNT)}
+    return {
+        "FASTBACKEND_BASE_MODEL": str(models_dir / "base"),
+        "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters"),
+        "FASTBACKEND_MAX_BATCH": str(COUNT),
+    }
 
 
 def logits_of(output: dict) -> np.ndarray:
@@ -69,17 +82,27 @@ def assert_same(surface: str, name: str, got: np.ndarray, expected: np.ndarray) 
     bad = np.flatnonzero(top1 | far)
     if len(bad):
         i = bad[0]
-        pytest.fail(f"{surface}/{name}: image {i} differs: top-1 {got[i].argmax()} vs {expected[i].argmax()}, "
-                    f"max |delta logit| {np.abs(got[i] - expected[i]).max():.3g} ({len(bad)} images differ)")
+        pytest.fail(
+            f"{surface}/{name}: image {i} differs: top-1 {got[i].argmax()} vs {expected[i].argmax()}, "
+            f"max |delta logit| {np.abs(got[i] - expected[i]).max():.3g} ({len(bad)} images differ)"
+        )
 
 
 def test_papermill_run_of_the_inference_notebook(root, models_dir, direct, tmp_path):
-    from worker.dev.notebooks import execute
+    from fastbackend.notebooks import execute
 
     out = tmp_path / "logits.npz"
-    execute(root / "notebooks" / "02_inference.ipynb", tmp_path / "02.ipynb",
-            {"model_dir": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters"),
-             "save_logits_to": str(out), "save_logits_count": COUNT}, cwd=root)
+    execute(
+        root / "notebooks" / "02_inference.ipynb",
+        tmp_path / "02.ipynb",
+        {
+            "model_dir": str(models_dir / "base"),
+            "adapters_dir": str(models_dir / "adapters"),
+            "save_logits_to": str(out),
+            "save_logits_count": COUNT,
+        },
+        cwd=root,
+    )
     saved = np.load(out)
     for name in TARGETS:
         assert_same("papermill", name, saved[name].astype(np.float64), direct[name])

@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import json
 
-from worker.dev.notebooks import execute
-from worker.dev.pipeline.runner import run_pipeline
+from fastbackend.notebooks import execute
+from fastbackend.pipeline.runner import run_pipeline
 
 
 def test_evaluate_records_the_accuracy_the_inference_notebook_shows(root, models_dir, tmp_path):
     models = {"model_dir": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters")}
-    shown = execute(root / "notebooks" / "02_inference.ipynb", tmp_path / "02_inference.ipynb", models, cwd=root).metrics
+    shown = execute(
+        root / "notebooks" / "02_inference.ipynb", tmp_path / "02_inference.ipynb", models, cwd=root
+    ).metrics
     adapters = sorted(p.name for p in (models_dir / "adapters").iterdir())
     assert len(adapters) >= 2
 
-    run = run_pipeline("evaluate", pipelines_file=root / "pipelines.yaml", parameters={**models, "adapter": adapters},
-                       runs_dir=tmp_path / "runs", progress=False)
+    run = run_pipeline(
+        "evaluate",
+        pipelines_file=root / "pipelines.yaml",
+        parameters={**models, "adapter": adapters},
+        runs_dir=tmp_path / "runs",
+        progress=False,
+    )
 
     assert run.ok, [r.failure for r in run.results]
     assert [r.label for r in run.results] == [f"adapter={a}" for a in adapters]

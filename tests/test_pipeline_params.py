@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from worker.dev.pipeline.definitions import load_definitions
-from worker.dev.pipeline.errors import DefinitionError, ParameterError
-from worker.dev.pipeline.params import ParamType, ValueRejected, inspect_parameters, parse_text, split_top_level
-from worker.dev.pipeline.plan import Override, load_params_file, parse_assignment, plan_runs
-from worker.dev.pipeline.summary import pipeline_help
+from fastbackend.pipeline.definitions import load_definitions
+from fastbackend.pipeline.errors import DefinitionError, ParameterError
+from fastbackend.pipeline.params import ParamType, ValueRejected, inspect_parameters, parse_text, split_top_level
+from fastbackend.pipeline.plan import Override, load_params_file, parse_assignment, plan_runs
+from fastbackend.pipeline.summary import pipeline_help
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pipelines"
 
@@ -30,39 +30,56 @@ def plan(definitions, name, *assignments, run_dir=None, files=()):
 def test_types_come_from_annotations_or_literal_defaults():
     declared = inspect_parameters(FIXTURES / "wrong_type.ipynb", "wrong_type.ipynb")
     assert [(p.name, str(p.type)) for p in declared] == [
-        ("count", "int"), ("rate", "float"), ("enabled", "bool"), ("name", "str"), ("tags", "list[str]"),
-        ("limit", "int | None"), ("options", "dict")]
+        ("count", "int"),
+        ("rate", "float"),
+        ("enabled", "bool"),
+        ("name", "str"),
+        ("tags", "list[str]"),
+        ("limit", "int | None"),
+        ("options", "dict"),
+    ]
     good = {p.name: p for p in inspect_parameters(FIXTURES / "good.ipynb", "good.ipynb")}
     assert good["scale"].help == "multiplies n"
 
 
-@pytest.mark.parametrize("text, ptype, expected", [
-    ("7", ParamType("int"), 7),
-    ("-3", ParamType("int"), -3),
-    ("7", ParamType("float"), 7.0),
-    ("1e-3", ParamType("float"), 0.001),
-    ("TRUE", ParamType("bool"), True),
-    ("no", ParamType("bool"), False),
-    ("123", ParamType("str"), "123"),
-    ('"a, b"', ParamType("str"), "a, b"),
-    ("", ParamType("str"), ""),
-    ("a,b", ParamType("list", "str"), ["a", "b"]),
-    ("[1, 2]", ParamType("list", "str"), ["1", "2"]),
-    ("1,2", ParamType("list", "int"), [1, 2]),
-    ("[]", ParamType("list", "str"), []),
-    ("None", ParamType("int", optional=True), None),
-    ("{a: 1}", ParamType("dict"), {"a": 1}),
-    ("3", ParamType("any"), 3),
-])
+@pytest.mark.parametrize(
+    "text, ptype, expected",
+    [
+        ("7", ParamType("int"), 7),
+        ("-3", ParamType("int"), -3),
+        ("7", ParamType("float"), 7.0),
+        ("1e-3", ParamType("float"), 0.001),
+        ("TRUE", ParamType("bool"), True),
+        ("no", ParamType("bool"), False),
+        ("123", ParamType("str"), "123"),
+        ('"a, b"', ParamType("str"), "a, b"),
+        ("", ParamType("str"), ""),
+        ("a,b", ParamType("list", "str"), ["a", "b"]),
+        ("[1, 2]", ParamType("list", "str"), ["1", "2"]),
+        ("1,2", ParamType("list", "int"), [1, 2]),
+        ("[]", ParamType("list", "str"), []),
+        ("None", ParamType("int", optional=True), None),
+        ("{a: 1}", ParamType("dict"), {"a": 1}),
+        ("3", ParamType("any"), 3),
+    ],
+)
 def test_command_line_text_is_read_by_the_declared_type(text, ptype, expected):
     value = parse_text(text, ptype)
     assert value == expected and type(value) is type(expected)
 
 
-@pytest.mark.parametrize("text, ptype", [
-    ("2.5", ParamType("int")), ("true", ParamType("int")), ("x", ParamType("float")), ("2", ParamType("bool")),
-    ("None", ParamType("int")), ("1,x", ParamType("list", "int")), ("[1]", ParamType("dict")),
-])
+@pytest.mark.parametrize(
+    "text, ptype",
+    [
+        ("2.5", ParamType("int")),
+        ("true", ParamType("int")),
+        ("x", ParamType("float")),
+        ("2", ParamType("bool")),
+        ("None", ParamType("int")),
+        ("1,x", ParamType("list", "int")),
+        ("[1]", ParamType("dict")),
+    ],
+)
 def test_text_that_does_not_fit_is_rejected(text, ptype):
     with pytest.raises(ValueRejected, match="expected"):
         parse_text(text, ptype)
@@ -123,7 +140,10 @@ def test_all_problems_are_reported_at_once(fixtures):
     assert [p.parameter for p in caught.value.problems] == ["nope"]  # unknown names first: types need routing
     with pytest.raises(ParameterError) as caught:
         plan(fixtures, "wrong-type", "count=x", "rate=y")
-    assert [(p.parameter, p.notebook) for p in caught.value.problems] == [("count", "wrong_type.ipynb"), ("rate", "wrong_type.ipynb")]
+    assert [(p.parameter, p.notebook) for p in caught.value.problems] == [
+        ("count", "wrong_type.ipynb"),
+        ("rate", "wrong_type.ipynb"),
+    ]
 
 
 @pytest.mark.parametrize("text", ["novalue", "=3", "a.b.c=1", "1x=2"])
@@ -137,13 +157,16 @@ def test_unknown_pipeline_suggests_a_close_name(fixtures):
         fixtures.get("god")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("pipelines: {}", "top-level `pipelines:`"),
-    ("pipelines: {p: {steps: []}}", "non-empty list"),
-    ("pipelines: {p: {steps: [{name: x}]}}", "needs `notebook: <path>`"),
-    ("pipelines: {p: {stpes: [a.ipynb]}}", "unknown key(s) ['stpes']"),
-    ("pipelines: {p: {steps: [a.ipynb, a.ipynb]}}", "repeat"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("pipelines: {}", "top-level `pipelines:`"),
+        ("pipelines: {p: {steps: []}}", "non-empty list"),
+        ("pipelines: {p: {steps: [{name: x}]}}", "needs `notebook: <path>`"),
+        ("pipelines: {p: {stpes: [a.ipynb]}}", "unknown key(s) ['stpes']"),
+        ("pipelines: {p: {steps: [a.ipynb, a.ipynb]}}", "repeat"),
+    ],
+)
 def test_malformed_definitions_are_refused(tmp_path, text, message):
     path = tmp_path / "pipelines.yaml"
     path.write_text(text)
@@ -169,4 +192,8 @@ def test_the_repository_pipelines_plan_without_problems(root):
     (everything,) = plan_runs(definitions, "all", [parse_assignment("output_dir=/tmp/m")], root / "runs" / "check")
     assert [s.injected.get("model_dir") for s in everything.steps] == [None, "/tmp/m/base", "/tmp/m/base"]
     (evaluate,) = plan_runs(definitions, "evaluate", [], root / "runs" / "check")
-    assert evaluate.steps[1].injected == {"model_dir": "models/base", "adapters_dir": "models/adapters", "adapter": "inverted"}
+    assert evaluate.steps[1].injected == {
+        "model_dir": "models/base",
+        "adapters_dir": "models/adapters",
+        "adapter": "inverted",
+    }

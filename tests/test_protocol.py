@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import digit
 
 
@@ -60,8 +59,8 @@ def test_rgb_and_jpeg_inputs_are_accepted(worker):
 
 
 def test_preprocess_op_matches_the_notebook_preprocessing(worker, models_dir):
-    from exported.preprocess import build_eval_transform, read_preprocess_config, to_pixel_values
     from exported.demo_models import load_digit_task
+    from exported.preprocess import build_eval_transform, read_preprocess_config, to_pixel_values
 
     image, _ = digit("digits", 3)
     answer = worker.handle({"id": "x", "input": {"op": "preprocess", "images": [image], "return_pixels": True}})

@@ -6,13 +6,19 @@ import shutil
 import subprocess
 import sys
 
-from worker.dev.local import handler_env
+from fastbackend.local import handler_env
 
 
 def start_worker(root, env, timeout=120):
     job = '{"input": {"op": "ping"}}'
-    return subprocess.run([sys.executable, "-m", "exported.handler", "--test_input", job], cwd=root,
-                          env=handler_env(env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "exported.handler", "--test_input", job],
+        cwd=root,
+        env=handler_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def failure_line(done) -> str:
@@ -41,15 +47,21 @@ def test_preloaded_adapter_for_another_base(root, models_dir, tmp_path):
     adapters = shutil.copytree(models_dir / "adapters", tmp_path / "adapters")
     meta = adapters / "rot90" / "fastbackend.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "base_fingerprint": "feedfacefeedface"}))
-    done = start_worker(root, {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(adapters)})
-    assert done.returncode == 1 and "ADAPTER_INCOMPATIBLE" in failure_line(done) and "another base" in failure_line(done)
+    done = start_worker(
+        root, {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(adapters)}
+    )
+    assert (
+        done.returncode == 1 and "ADAPTER_INCOMPATIBLE" in failure_line(done) and "another base" in failure_line(done)
+    )
 
 
 def test_unreadable_adapters_folder(root, models_dir, tmp_path):
     # A file where the folder should be: unreadable as a folder even for root (which ignores chmod).
     adapters = tmp_path / "adapters"
     adapters.write_text("not a folder")
-    done = start_worker(root, {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(adapters)})
+    done = start_worker(
+        root, {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(adapters)}
+    )
     assert done.returncode == 1 and f"{adapters}: unreadable" in failure_line(done)
 
 
@@ -81,12 +93,18 @@ print("RESULT " + json.dumps({"failed": failed, "after": after}))
 
 
 def test_out_of_memory_answers_the_job_and_asks_for_a_new_worker(root, models_dir):
-    done = subprocess.run([sys.executable, "-c", OOM_SCRIPT, str(models_dir / "base"), str(models_dir / "adapters")],
-                          cwd=root, env=handler_env(), capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", OOM_SCRIPT, str(models_dir / "base"), str(models_dir / "adapters")],
+        cwd=root,
+        env=handler_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     import json
 
-    line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
+    result = json.loads(line[len("RESULT ") :])
     assert result["failed"]["code"] == "OUT_OF_MEMORY" and result["failed"]["refresh_worker"] is True
     assert result["failed"]["error"].startswith("OUT_OF_MEMORY: ")
     assert result["after"]["predictions"][0]["label"] == "6"

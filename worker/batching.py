@@ -13,9 +13,10 @@ import queue
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,9 @@ class _Request:
 class MicroBatcher:
     """Runs `forward(pixels, adapter) -> logits` over batches gathered from concurrent jobs."""
 
-    def __init__(self, forward: Callable[[np.ndarray, str | None], np.ndarray], max_images: int, max_wait_ms: float) -> None:
+    def __init__(
+        self, forward: Callable[[np.ndarray, str | None], np.ndarray], max_images: int, max_wait_ms: float
+    ) -> None:
         self._forward = forward
         self.max_images = max_images
         self.max_wait_s = max_wait_ms / 1000
@@ -98,13 +101,15 @@ class MicroBatcher:
                 self._queue_wait_ms.extend((started - r.submitted) * 1000 for r in batch)
             offset = 0
             for request in batch:
-                request.future.set_result(logits[offset:offset + len(request.pixels)])
+                request.future.set_result(logits[offset : offset + len(request.pixels)])
                 offset += len(request.pixels)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             waits = sorted(self._queue_wait_ms)
         pick = (lambda q: round(waits[min(len(waits) - 1, int(q * len(waits)))], 3)) if waits else (lambda q: 0.0)
-        return {"batch_size_histogram": {str(k): v for k, v in sorted(self._batch_sizes.items())},
-                "forwards": sum(self._batch_sizes.values()),
-                "queue_wait_ms": {"p50": pick(0.5), "p95": pick(0.95), "max": waits[-1] if waits else 0.0}}
+        return {
+            "batch_size_histogram": {str(k): v for k, v in sorted(self._batch_sizes.items())},
+            "forwards": sum(self._batch_sizes.values()),
+            "queue_wait_ms": {"p50": pick(0.5), "p95": pick(0.95), "max": waits[-1] if waits else 0.0},
+        }

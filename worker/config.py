@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Mapping
 
 # Every setting is read from FASTBACKEND_<FIELD NAME> (see ENV_VARS below, built from the
 # dataclass so names and fields cannot drift). Nothing else in the runtime reads os.environ.
@@ -50,8 +50,17 @@ class WorkerConfig:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        positive = ("adapter_cache_size", "max_payload_bytes", "max_image_bytes", "max_image_side",
-                    "max_image_pixels", "max_batch", "max_output_bytes", "concurrency", "max_queued_images")
+        positive = (
+            "adapter_cache_size",
+            "max_payload_bytes",
+            "max_image_bytes",
+            "max_image_side",
+            "max_image_pixels",
+            "max_batch",
+            "max_output_bytes",
+            "concurrency",
+            "max_queued_images",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -75,7 +84,7 @@ class WorkerConfig:
         return self.max_jobs_in_flight or self.concurrency
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "WorkerConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerConfig:
         """Build the config from FASTBACKEND_* variables; unset ones keep their defaults.
 
         Raises:

@@ -7,8 +7,9 @@ serves any notebooks that provide these functions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class NotebookFunctions:
     model_labels: Callable[[Any], list]
 
     @classmethod
-    def from_modules(cls, *modules: Any) -> "NotebookFunctions":
+    def from_modules(cls, *modules: Any) -> NotebookFunctions:
         """Take each function from the first module that defines it.
 
         Raises:

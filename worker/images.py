@@ -41,12 +41,12 @@ def image_size(data: bytes) -> tuple[str, int, int]:
                 continue
             marker = data[i + 1]
             if marker in _JPEG_SOF:
-                height, width = struct.unpack(">HH", data[i + 5:i + 9])
+                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
                 return "jpeg", width, height
             if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
                 i += 1 if marker == 0xFF else 2
                 continue
-            (length,) = struct.unpack(">H", data[i + 2:i + 4])
+            (length,) = struct.unpack(">H", data[i + 2 : i + 4])
             i += 2 + length
         raise ValueError("JPEG has no frame header")
     raise ValueError("not a PNG or JPEG image")
@@ -89,4 +89,6 @@ def decode_image(encoded: str, field: str, max_bytes: int, max_side: int, max_pi
                 image = image.convert("RGBA" if "A" in image.mode or image.mode == "P" else "RGB")
             return np.asarray(image, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise WorkerError(ErrorCode.IMAGE_DECODE_FAILED, f"{field}: corrupt or truncated {kind} ({exc})", field=field) from None
+        raise WorkerError(
+            ErrorCode.IMAGE_DECODE_FAILED, f"{field}: corrupt or truncated {kind} ({exc})", field=field
+        ) from None

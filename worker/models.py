@@ -111,13 +111,19 @@ class ModelHost:
         """
         if name is None:
             if self.merged:
-                raise WorkerError(ErrorCode.UNKNOWN_ADAPTER, f"this worker serves only adapter {self.merged!r}, merged "
-                                  "into the base; name it in `adapter`", field="adapter")
+                raise WorkerError(
+                    ErrorCode.UNKNOWN_ADAPTER,
+                    f"this worker serves only adapter {self.merged!r}, merged into the base; name it in `adapter`",
+                    field="adapter",
+                )
             return
         if self.merged:
             if name != self.merged:
-                raise WorkerError(ErrorCode.UNKNOWN_ADAPTER, f"unknown adapter {name!r}; this worker serves only "
-                                  f"{self.merged!r}", field="adapter")
+                raise WorkerError(
+                    ErrorCode.UNKNOWN_ADAPTER,
+                    f"unknown adapter {name!r}; this worker serves only {self.merged!r}",
+                    field="adapter",
+                )
             return
         if name not in self.registry:
             known = ", ".join(self.registry) or "none"
@@ -140,7 +146,9 @@ class ModelHost:
                 return
             self.counters["misses"] += 1
             started = time.perf_counter()
-            self.model = self.fns.attach_adapter(self.model, entry.path, name, base_fingerprint=self.fingerprint or None)
+            self.model = self.fns.attach_adapter(
+                self.model, entry.path, name, base_fingerprint=self.fingerprint or None
+            )
             self._cache[name] = time.perf_counter() - started
             # Evict after loading: peft cannot hold zero adapters, and a refused load evicts nothing.
             while len(self._cache) > self.config.adapter_cache_size:
@@ -155,8 +163,12 @@ class ModelHost:
 
     def cache_state(self) -> dict[str, Any]:
         with self.lock:
-            return {"capacity": self.config.adapter_cache_size, "loaded": list(self._cache),
-                    "merged": self.merged or None, **self.counters}
+            return {
+                "capacity": self.config.adapter_cache_size,
+                "loaded": list(self._cache),
+                "merged": self.merged or None,
+                **self.counters,
+            }
 
     def release_cuda_cache(self) -> None:
         """Return cached CUDA blocks to the driver once they pass the configured limit."""

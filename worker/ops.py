@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,17 +37,24 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-def decode_and_preprocess(state: WorkerState, request: PredictInput | PreprocessInput) -> tuple[np.ndarray, dict[str, float]]:
+def decode_and_preprocess(
+    state: WorkerState, request: PredictInput | PreprocessInput
+) -> tuple[np.ndarray, dict[str, float]]:
     """Decode (caps first) and preprocess the request's images; returns pixels and timings."""
     config, host = state.config, state.host
     encoded = image_list(request)
     if len(encoded) > config.max_batch:
-        raise WorkerError(ErrorCode.BATCH_TOO_LARGE, f"{len(encoded)} images in one job; the cap is {config.max_batch}",
-                          field="images")
+        raise WorkerError(
+            ErrorCode.BATCH_TOO_LARGE,
+            f"{len(encoded)} images in one job; the cap is {config.max_batch}",
+            field="images",
+        )
     start = time.perf_counter()
     field_name = "images" if isinstance(request.images, str) else "images[{}]"
-    images = [decode_image(e, field_name.format(i), config.max_image_bytes, config.max_image_side,
-                           config.max_image_pixels) for i, e in enumerate(encoded)]
+    images = [
+        decode_image(e, field_name.format(i), config.max_image_bytes, config.max_image_side, config.max_image_pixels)
+        for i, e in enumerate(encoded)
+    ]
     decode_ms = _ms(start)
     start = time.perf_counter()
     pixels = host.fns.to_pixel_values(images, host.transform, host.preprocess_config)
@@ -69,8 +77,11 @@ def predict(state: WorkerState, request: PredictInput) -> dict[str, Any]:
 def preprocess(state: WorkerState, request: PreprocessInput) -> dict[str, Any]:
     pixels, timings = decode_and_preprocess(state, request)
     result: dict[str, Any] = {
-        "shape": list(pixels.shape), "dtype": str(pixels.dtype),
-        "min": float(pixels.min()), "max": float(pixels.max()), "mean": float(pixels.mean()),
+        "shape": list(pixels.shape),
+        "dtype": str(pixels.dtype),
+        "min": float(pixels.min()),
+        "max": float(pixels.max()),
+        "mean": float(pixels.mean()),
         "timings": timings,
     }
     if request.return_pixels:
@@ -80,9 +91,13 @@ def preprocess(state: WorkerState, request: PreprocessInput) -> dict[str, Any]:
 
 def adapters(state: WorkerState, request: Any) -> dict[str, Any]:
     loaded = set(state.host.cache_state()["loaded"])
-    return {"adapters": [{"name": e.name, "task": e.task, "description": e.description, "loaded": e.name in loaded}
-                         for e in state.host.registry.values()],
-            "merged": state.host.merged or None}
+    return {
+        "adapters": [
+            {"name": e.name, "task": e.task, "description": e.description, "loaded": e.name in loaded}
+            for e in state.host.registry.values()
+        ],
+        "merged": state.host.merged or None,
+    }
 
 
 def health(state: WorkerState, request: Any) -> dict[str, Any]:
@@ -96,13 +111,24 @@ def health(state: WorkerState, request: Any) -> dict[str, Any]:
         "dtype": c.dtype,
         "startup_ms": state.startup_ms,
         "adapter_cache": state.host.cache_state(),
-        "limits": {"max_payload_bytes": c.max_payload_bytes, "max_image_bytes": c.max_image_bytes,
-                   "max_image_side": c.max_image_side, "max_image_pixels": c.max_image_pixels,
-                   "max_batch": c.max_batch, "max_output_bytes": c.max_output_bytes},
-        "concurrency": {"concurrency": c.concurrency, "max_jobs_in_flight": c.jobs_in_flight_limit,
-                        "max_queued_images": c.max_queued_images},
-        "batching": {"enabled": state.batcher is not None, "max_batch_images": c.max_batch,
-                     "max_batch_wait_ms": c.max_batch_wait_ms},
+        "limits": {
+            "max_payload_bytes": c.max_payload_bytes,
+            "max_image_bytes": c.max_image_bytes,
+            "max_image_side": c.max_image_side,
+            "max_image_pixels": c.max_image_pixels,
+            "max_batch": c.max_batch,
+            "max_output_bytes": c.max_output_bytes,
+        },
+        "concurrency": {
+            "concurrency": c.concurrency,
+            "max_jobs_in_flight": c.jobs_in_flight_limit,
+            "max_queued_images": c.max_queued_images,
+        },
+        "batching": {
+            "enabled": state.batcher is not None,
+            "max_batch_images": c.max_batch,
+            "max_batch_wait_ms": c.max_batch_wait_ms,
+        },
     }
 
 

@@ -15,8 +15,9 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import Any
 
 from worker.batching import MicroBatcher
 from worker.config import ConfigError, WorkerConfig
@@ -41,8 +42,11 @@ class Admission:
     def admit(self, images: int) -> Iterator[None]:
         with self._lock:
             if self.jobs >= self.max_jobs or self.images + images > self.max_images:
-                raise WorkerError(ErrorCode.RATE_LIMITED, f"worker busy ({self.jobs} jobs, {self.images} images in "
-                                  f"flight; caps {self.max_jobs} and {self.max_images}); retry shortly")
+                raise WorkerError(
+                    ErrorCode.RATE_LIMITED,
+                    f"worker busy ({self.jobs} jobs, {self.images} images in "
+                    f"flight; caps {self.max_jobs} and {self.max_images}); retry shortly",
+                )
             self.jobs += 1
             self.images += images
         try:
@@ -78,8 +82,11 @@ class Worker:
         self.state = state
         self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images)
         timings["config_ms"] = _ms(start)
-        for stage, step in (("load_base_ms", state.host.load_base), ("preload_adapters_ms", state.host.preload),
-                            ("warmup_ms", state.host.warm_up if config.warmup else None)):
+        for stage, step in (
+            ("load_base_ms", state.host.load_base),
+            ("preload_adapters_ms", state.host.preload),
+            ("warmup_ms", state.host.warm_up if config.warmup else None),
+        ):
             if step is not None:
                 start = time.perf_counter()
                 step()
@@ -173,11 +180,18 @@ class Worker:
         state.host.release_cuda_cache()
         rss = rss_mb()
         over = bool(state.config.rss_ceiling_mb) and rss > state.config.rss_ceiling_mb
-        log_event("job.done", logging.WARNING if code else logging.INFO, job_id=job_id, op=op,
-                  duration_ms=duration_ms, code=code, rss_mb=rss, **({"refresh_worker": True} if over else {}))
+        log_event(
+            "job.done",
+            logging.WARNING if code else logging.INFO,
+            job_id=job_id,
+            op=op,
+            duration_ms=duration_ms,
+            code=code,
+            rss_mb=rss,
+            **({"refresh_worker": True} if over else {}),
+        )
         return over
 
 
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
-

@@ -30,8 +30,9 @@ class PredictInput(_Input):
 
     op: Literal["predict"] = "predict"
     images: Images = Field(description=_IMAGES_DOC)
-    adapter: StrictStr | None = Field(None, pattern=ADAPTER_NAME_PATTERN,
-                                      description="adapter name from the `adapters` op; omitted = the base model")
+    adapter: StrictStr | None = Field(
+        None, pattern=ADAPTER_NAME_PATTERN, description="adapter name from the `adapters` op; omitted = the base model"
+    )
     top_k: StrictInt = Field(1, ge=1, le=MAX_TOP_K, description="how many ranked labels to return per image")
     return_logits: StrictBool = Field(False, description="also return the raw logits")
 
@@ -68,8 +69,13 @@ class PingInput(_Input):
 
 
 MODELS: dict[str, type[_Input]] = {
-    "predict": PredictInput, "preprocess": PreprocessInput, "adapters": AdaptersInput, "health": HealthInput,
-    "metrics": MetricsInput, "ping": PingInput, "echo": EchoInput,
+    "predict": PredictInput,
+    "preprocess": PreprocessInput,
+    "adapters": AdaptersInput,
+    "health": HealthInput,
+    "metrics": MetricsInput,
+    "ping": PingInput,
+    "echo": EchoInput,
 }
 JobInput = Union[tuple(MODELS.values())]
 
@@ -97,7 +103,9 @@ def parse_input(raw: Any) -> _Input:
         WorkerError: INVALID_INPUT (naming the field) or UNKNOWN_OP.
     """
     if not isinstance(raw, dict):
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"input must be a JSON object, got {type(raw).__name__}", field="input")
+        raise WorkerError(
+            ErrorCode.INVALID_INPUT, f"input must be a JSON object, got {type(raw).__name__}", field="input"
+        )
     op = raw.get("op", "predict")
     if not isinstance(op, str):
         raise WorkerError(ErrorCode.INVALID_INPUT, f"op must be a string, got {type(op).__name__}", field="op")
@@ -110,6 +118,7 @@ def parse_input(raw: Any) -> _Input:
     except ValidationError as exc:
         # The deepest location is the most precise (for `images`, the failing list item).
         errors = exc.errors(include_url=False, include_input=False)
+
         def precision(e: dict[str, Any]) -> tuple[int, bool]:
             given = raw.get(e["loc"][0]) if e["loc"] else None
             return len(e["loc"]), isinstance(given, list) == ("list[str]" in e["loc"])

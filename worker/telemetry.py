@@ -31,8 +31,10 @@ def cuda_memory_mb() -> dict[str, float] | None:
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_available():
         return None
-    return {"cuda_allocated_mb": round(torch.cuda.memory_allocated() / 2**20, 1),
-            "cuda_reserved_mb": round(torch.cuda.memory_reserved() / 2**20, 1)}
+    return {
+        "cuda_allocated_mb": round(torch.cuda.memory_allocated() / 2**20, 1),
+        "cuda_reserved_mb": round(torch.cuda.memory_reserved() / 2**20, 1),
+    }
 
 
 class _JsonFormatter(logging.Formatter):
@@ -104,8 +106,12 @@ class Metrics:
             latency = {}
             for op, window in sorted(self._latency.items()):
                 values = sorted(window)
-                latency[op] = {"count": len(values), "p50_ms": _percentile(values, 0.5),
-                               "p95_ms": _percentile(values, 0.95), "p99_ms": _percentile(values, 0.99)}
+                latency[op] = {
+                    "count": len(values),
+                    "p50_ms": _percentile(values, 0.5),
+                    "p95_ms": _percentile(values, 0.95),
+                    "p99_ms": _percentile(values, 0.99),
+                }
             return {
                 "uptime_s": round(time.time() - self.started, 3),
                 "jobs": dict(jobs),

@@ -1,0 +1,379 @@
+"""The `fastbackend` command: parses arguments and calls one function per command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Libraries the dev tools drive must stay offline and quiet on a pod or a laptop alike.
+QUIET_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+def _root() -> Path:
+    return Path.cwd()
+
+
+def _pipeline_errors(func):
+    """Pipeline commands answer a refused definition or parameter with its message, not a traceback."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from fastbackend.pipeline.errors import PipelineError
+
+        try:
+            return func(args)
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print("interrupted; the partial notebook and run.json are in the run folder", file=sys.stderr)
+            return 130
+
+    return wrapped
+
+
+@_pipeline_errors
+def cmd_run(args: argparse.Namespace) -> int:
+    from fastbackend.mainjob import main_job
+
+    return main_job(_root(), Path(args.models).resolve(), rebuild=args.rebuild)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fastbackend.export import ExportError, export, stale_diff
+
+    try:
+        if args.check:
+            diff = stale_diff(_root())
+            if diff:
+                sys.stdout.write(diff)
+                print("\nexported/ is out of date with notebooks/: run `fastbackend export`", file=sys.stderr)
+                return 1
+            print("exported/ is in sync with notebooks/")
+            return 0
+        for name in export(_root()):
+            print(f"exported/{name}")
+        return 0
+    except ExportError as exc:
+        print(f"export error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from fastbackend.notebooks import refresh
+
+    notebooks = [Path(p) for p in args.notebooks] or sorted(Path("notebooks").glob("*.ipynb"))
+    refresh(notebooks, _root())
+    for path in notebooks:
+        print(f"refreshed {path}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from worker.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.check:
+        if Path(args.output).read_text() != text:
+            print(f"{args.output} is stale: run `fastbackend schema --write`", file=sys.stderr)
+            return 1
+        print(f"{args.output} is up to date")
+    elif args.write:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fastbackend.local import HANDLER_MODULE, handler_env
+
+    command = [
+        sys.executable,
+        "-m",
+        HANDLER_MODULE,
+        "--rp_serve_api",
+        "--rp_api_host",
+        args.host,
+        "--rp_api_port",
+        str(args.port),
+    ]
+    print(
+        f"serving RunPod's local API on http://{args.host}:{args.port} (POST /runsync, /run, /status/<id>)", flush=True
+    )
+    # Become the worker (exec, not a child): a signal to `fastbackend serve` reaches the server itself.
+    os.chdir(_root())
+    os.execve(sys.executable, command, handler_env())
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from fastbackend.client import API_KEY_ENV_VAR, BASE_URL_ENV_VAR, ClientError, Mode, Target
+    from fastbackend.invoke import EXIT_REFUSED, invoke_files
+
+    try:
+        if args.endpoint:
+            target = Target.endpoint(
+                args.endpoint, os.environ.get(API_KEY_ENV_VAR, ""), os.environ.get(BASE_URL_ENV_VAR)
+            )
+        else:
+            target = Target.local(args.local) if args.local else None
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    mode = Mode.ASYNC if args.async_ else Mode.SYNC
+    return invoke_files(
+        [Path(p) for p in args.images],
+        target,
+        mode,
+        adapter=args.adapter,
+        top_k=args.top_k,
+        max_wait=args.timeout,
+        as_json=args.json,
+        root=_root(),
+    )
+
+
+def cmd_bake(args: argparse.Namespace) -> int:
+    from fastbackend.bake import BakeError, bake
+
+    try:
+        base, adapters, names = bake(args.base_model, args.adapters, _root(), Path(args.output))
+    except BakeError as exc:
+        print(f"bake error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"baked into {args.output}: base from {base.kind} {base.location}".rstrip()
+        + f"; adapters from {adapters.kind} {adapters.location}".rstrip()
+        + f": {', '.join(names) or 'none'}"
+    )
+    return 0
+
+
+@_pipeline_errors
+def cmd_pipeline_list(args: argparse.Namespace) -> int:
+    from fastbackend.pipeline.definitions import load_definitions
+    from fastbackend.pipeline.summary import pipeline_list
+
+    print(pipeline_list(load_definitions(Path(args.pipelines))))
+    return 0
+
+
+@_pipeline_errors
+def cmd_pipeline_show(args: argparse.Namespace) -> int:
+    from fastbackend.pipeline.definitions import load_definitions
+    from fastbackend.pipeline.summary import pipeline_help
+
+    print(pipeline_help(load_definitions(Path(args.pipelines)), args.name))
+    return 0
+
+
+@_pipeline_errors
+def cmd_pipeline_run(args: argparse.Namespace) -> int:
+    from fastbackend.pipeline.runner import run_pipeline
+    from fastbackend.pipeline.summary import report
+
+    run = run_pipeline(
+        args.name,
+        pipelines_file=Path(args.pipelines),
+        assignments=args.param,
+        params_files=args.params_file,
+        jobs=args.jobs,
+        runs_dir=Path(args.runs_dir) if args.runs_dir else None,
+        progress=False if args.no_progress else None,
+        fail_fast=args.fail_fast,
+        command=["fastbackend", *sys.argv[1:]],
+    )
+    print()
+    print(report(run))
+    return 0 if run.ok else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from fastbackend.check import CheckOptions, run_command
+
+    return run_command(
+        CheckOptions(
+            path=Path(args.path),
+            run=args.run,
+            input=args.input,
+            json=args.json,
+            strict=args.strict,
+            output=Path(args.output) if args.output else None,
+            summary=args.summary,
+            timeout_s=args.timeout,
+            max_cold_start_s=args.max_cold_start,
+            python=args.python,
+        )
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastbackend", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="the main job: models, notebooks, summary")
+    run.add_argument("--models", default="models", help="models folder (default: models)")
+    run.add_argument("--rebuild", action="store_true", help="rebuild the demo models even if present")
+    run.set_defaults(func=cmd_run)
+
+    export = sub.add_parser("export", help="notebooks -> exported/ modules and handler")
+    export.add_argument("--check", action="store_true", help="fail with a diff if exported/ is stale")
+    export.set_defaults(func=cmd_export)
+
+    refresh = sub.add_parser("refresh", help="re-execute notebooks in place and strip volatile metadata")
+    refresh.add_argument("notebooks", nargs="*", help="default: notebooks/*.ipynb")
+    refresh.set_defaults(func=cmd_refresh)
+
+    schema = sub.add_parser("schema", help="the job input JSON Schema")
+    schema.add_argument("--output", default="schema/input.json")
+    mode = schema.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write it to --output")
+    mode.add_argument("--check", action="store_true", help="fail if --output is stale")
+    schema.set_defaults(func=cmd_schema)
+
+    serve = sub.add_parser("serve", help="run the handler under RunPod's local API (--rp_serve_api)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    bake = sub.add_parser("bake", help="put the base model and adapters in a folder for the image (Dockerfile)")
+    bake.add_argument(
+        "--base-model",
+        default="models/base",
+        help="a folder in this repository or a hub id (default: models/base, built if missing)",
+    )
+    bake.add_argument(
+        "--adapters",
+        default="models/adapters",
+        help="a folder in this repository or 'none' (default: models/adapters, built if missing)",
+    )
+    bake.add_argument("--output", required=True, help="an empty or new folder, e.g. /models")
+    bake.set_defaults(func=cmd_bake)
+
+    invoke = sub.add_parser(
+        "invoke",
+        help="predict image files: on a RunPod endpoint, a local API, or with --test_input",
+        description="Send image files as one predict job and print the predictions. Without --endpoint or "
+        "--local the handler runs once with --test_input. Request bodies are checked "
+        "against RunPod's limits before sending: 10 MB on /run (--async), 20 MB on /runsync.",
+    )
+    invoke.add_argument("images", nargs="+", help="PNG or JPEG files")
+    invoke.add_argument("--adapter", help="adapter name (default: the base model)")
+    invoke.add_argument("--top-k", type=int, default=3)
+    where = invoke.add_mutually_exclusive_group()
+    where.add_argument(
+        "--endpoint", metavar="ID", help="a RunPod Serverless endpoint id (API key from $RUNPOD_API_KEY)"
+    )
+    where.add_argument("--local", metavar="URL", help="a running local API, e.g. http://127.0.0.1:8000")
+    how = invoke.add_mutually_exclusive_group()
+    how.add_argument("--sync", action="store_true", help="POST /runsync and wait in the request (default)")
+    how.add_argument(
+        "--async", dest="async_", action="store_true", help="POST /run, then poll /status with a progress line"
+    )
+    invoke.add_argument(
+        "--timeout",
+        type=float,
+        default=600,
+        metavar="S",
+        help="seconds to wait for the job before giving up and cancelling it (default 600)",
+    )
+    invoke.add_argument("--json", action="store_true", help="print the raw output")
+    invoke.set_defaults(func=cmd_invoke)
+
+    pipeline = sub.add_parser("pipeline", help="run the notebooks as parameterised pipelines (pipelines.yaml)")
+    definitions = argparse.ArgumentParser(add_help=False)
+    definitions.add_argument("--pipelines", default="pipelines.yaml", help="definitions file (default: pipelines.yaml)")
+    psub = pipeline.add_subparsers(dest="pipeline_command", required=True)
+    psub.add_parser("list", parents=[definitions], help="the pipelines and their steps").set_defaults(
+        func=cmd_pipeline_list
+    )
+    show = psub.add_parser("show", parents=[definitions], help="every parameter of a pipeline: type, default, origin")
+    show.add_argument("name")
+    show.set_defaults(func=cmd_pipeline_show)
+    prun = psub.add_parser(
+        "run", parents=[definitions], help="run a pipeline (or a sweep) into runs/<utc-time>-<name>/"
+    )
+    prun.add_argument("name")
+    prun.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a parameter (step.NAME=VALUE for one step); v1,v2,v3 sweeps; repeatable",
+    )
+    prun.add_argument(
+        "-f",
+        "--params-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML file of NAME: value (a list sweeps); repeatable, -p wins",
+    )
+    prun.add_argument("-j", "--jobs", type=int, default=1, help="sweep runs at once, one process each (default 1)")
+    prun.add_argument("--fail-fast", action="store_true", help="in a sweep, start no run after one failed")
+    prun.add_argument("--no-progress", action="store_true", help="no progress bar (step lines still print)")
+    prun.add_argument("--runs-dir", help="where run folders go (default: runs/ beside the definitions file)")
+    prun.set_defaults(func=cmd_pipeline_run)
+    check = sub.add_parser(
+        "check",
+        help="RunPod compliance review of a handler module (Markdown or JSON)",
+        description="Review a RunPod handler module: static analysis of it and the project "
+        "code it imports; with --run, also execute it as RunPod's local tooling does. Exit "
+        "status: 0 pass, 1 a critical item fails (--strict: any item), 2 cannot review.",
+    )
+    check.add_argument("path", nargs="?", default="exported/handler.py", help="default: exported/handler.py")
+    check.add_argument(
+        "--run",
+        action="store_true",
+        help="also execute it: --test_input, local API /runsync and /run, oversized and malformed "
+        "payloads, cold start and warm latency",
+    )
+    check.add_argument(
+        "--input",
+        metavar="JOB",
+        help="test job for --run: JSON or a file (default: "
+        "<handler>.test_input.json or test_input.json beside the handler, then the project root)",
+    )
+    check.add_argument("--json", action="store_true", help="write the report as JSON instead of Markdown")
+    check.add_argument("--strict", action="store_true", help="fail on high and low findings too")
+    check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE; print one summary line")
+    check.add_argument("--summary", action="store_true", help="print only the summary line (score, verdict, counts)")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=180.0,
+        metavar="S",
+        help="--run: seconds to wait for the worker to start or answer (default 180)",
+    )
+    check.add_argument(
+        "--max-cold-start",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="--run: cold start above this is a finding (default 60)",
+    )
+    check.add_argument(
+        "--python", default=sys.executable, help="--run: interpreter for the handler (default: this one)"
+    )
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "invoke" and args.async_ and not (args.endpoint or args.local):
+        parser.error("--async needs --endpoint or --local (without them the handler runs once with --test_input)")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""What `fastbackend invoke` shows: a progress line while a job runs, then a prediction table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+_SPINNER = "|/-\\"
+
+
+class ProgressLine:
+    """Shows a job's status while it is polled.
+
+    On a terminal one line is redrawn in place (status, seconds, a spinner); elsewhere (CI
+    logs, pipes) a line is written only when the status changes, so logs stay short.
+    """
+
+    def __init__(self, stream: TextIO, label: str = "") -> None:
+        self.stream = stream
+        self.label = label
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._last: str | None = None
+        self._ticks = 0
+
+    def __call__(self, job_id: str, status: str, elapsed_s: float) -> None:
+        text = f"job {job_id}{f' on {self.label}' if self.label else ''}: {status:<11} {elapsed_s:6.1f} s"
+        if self.tty:
+            self._ticks += 1
+            spin = (
+                "" if status in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT") else " " + _SPINNER[self._ticks % 4]
+            )
+            self.stream.write("\r" + text + spin + "\033[K")
+        elif status != self._last:
+            self.stream.write(text + "\n")
+        self._last = status
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the redrawn line so what follows starts on a fresh one."""
+        if self.tty and self._last is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def prediction_table(names: Sequence[str], output: dict[str, Any]) -> str:
+    """The predictions of a `predict` answer, one row per image, and a summary line.
+
+    Args:
+        names: what to call each image (file names), in the order they were sent.
+        output: the worker's success answer (`predictions`, `adapter`, `timings`).
+
+    Returns:
+        The table as text, e.g. `image  label  score  top-k` rows and
+        `adapter: inverted | 2 images | 12.3 ms on the worker`.
+    """
+    predictions = output.get("predictions") or []
+    rows = [("image", "label", "score", "top-k")]
+    for name, prediction in zip(names, predictions):
+        ranked = ", ".join(f"{p['label']} {p['score']:.3f}" for p in prediction.get("top_k", []))
+        rows.append((name, str(prediction["label"]), f"{prediction['score']:.3f}", ranked))
+    lines = _table(rows)
+    summary = [f"adapter: {output.get('adapter') or 'none (base model)'}", f"{len(predictions)} image(s)"]
+    total = (output.get("timings") or {}).get("total_ms")
+    if isinstance(total, (int, float)):
+        summary.append(f"{total:.1f} ms on the worker")
+    lines.append(" | ".join(summary))
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def job_summary(job_id: str | None, route: str, request_bytes: int, elapsed_s: float, raw: dict[str, Any]) -> str:
+    """One line on how the job went: route, request size, round trip, RunPod's own timings."""
+    parts = [f"job {job_id or '-'} via {route}", f"request {_size(request_bytes)}", f"round trip {elapsed_s:.2f} s"]
+    # RunPod's API reports queueing and execution times in ms; the local API does not.
+    if isinstance(raw.get("delayTime"), (int, float)):
+        parts.append(f"queued {raw['delayTime'] / 1000:.2f} s")
+    if isinstance(raw.get("executionTime"), (int, float)):
+        parts.append(f"ran {raw['executionTime'] / 1000:.2f} s")
+    return " | ".join(parts)

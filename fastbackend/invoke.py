@@ -1,0 +1,114 @@
+"""`fastbackend invoke`: predict image files on a deployed endpoint, a local API, or in-process.
+
+Exit codes: 0 the job completed; 1 the job failed or the service answered with an error;
+2 refused before sending (a body over RunPod's limit, no API key, an unreadable file).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from fastbackend.client import ApiClient, ClientError, JobResult, Mode, PayloadTooLarge, Target
+from fastbackend.display import ProgressLine, job_summary, prediction_table
+from worker.config import RUN_LIMIT_BYTES, RUNSYNC_LIMIT_BYTES
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+
+
+def invoke_files(
+    images: Sequence[Path],
+    target: Target | None,
+    mode: Mode = Mode.SYNC,
+    *,
+    adapter: str | None = None,
+    top_k: int = 3,
+    max_wait: float = 600,
+    as_json: bool = False,
+    root: Path | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Send image files as one `predict` job and print the prediction table (or the raw output).
+
+    Args:
+        images: PNG or JPEG files, sent base64-encoded in one job.
+        target: an endpoint or a local API; None runs the handler with `--test_input`.
+        mode: `/runsync` or `/run` + `/status` polling (API targets only).
+        adapter, top_k: the job's `adapter` and `top_k`.
+        max_wait: seconds to wait for the job to end before giving up (and cancelling it).
+        as_json: print the worker's output as JSON instead of the table.
+        root: the repository root, for the `--test_input` run.
+        out, err: where the table and the progress/errors go (stdout/stderr by default).
+
+    Returns:
+        An exit code: EXIT_OK, EXIT_FAILED or EXIT_REFUSED.
+    """
+    from fastbackend.local import build_payload, run_test_input
+
+    out, err = out or sys.stdout, err or sys.stderr
+    missing = [str(p) for p in images if not Path(p).is_file()]
+    if missing:
+        print(f"error: no such image file: {', '.join(missing)}", file=err)
+        return EXIT_REFUSED
+    job = build_payload([Path(p) for p in images], adapter=adapter, top_k=top_k)
+
+    if target is None:
+        run = run_test_input(job, root or Path.cwd(), timeout=max_wait)
+        error = run.error or (None if run.returncode == 0 else run.log[-2000:])
+        return _show(images, run.output, error, None, as_json, out, err)
+
+    client = ApiClient(target)
+    progress = ProgressLine(err, target.label)
+    try:
+        result = client.invoke(job, mode, max_wait=max_wait, progress=progress)
+    except PayloadTooLarge as exc:
+        print(f"refused, nothing sent: {exc}", file=err)
+        return EXIT_REFUSED
+    except ClientError as exc:
+        progress.close()
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    progress.close()
+    return _show(images, result.output, result.error or _not_completed(result), result, as_json, out, err, mode)
+
+
+def _not_completed(result: JobResult) -> str | None:
+    return None if result.status == "COMPLETED" else f"job ended {result.status}"
+
+
+def _show(
+    images: Sequence[Path],
+    output: object,
+    error: str | None,
+    result: JobResult | None,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO,
+    mode: Mode = Mode.SYNC,
+) -> int:
+    if error:
+        print(f"error: {error}", file=err)
+        if error.startswith("PAYLOAD_TOO_LARGE") and result is not None and result.request_bytes > RUN_LIMIT_BYTES:
+            # RunPod took the body (/runsync allows 20 MB); the worker's own limit is lower.
+            print(
+                f"hint: the worker accepts {RUN_LIMIT_BYTES:,} bytes by default: set FASTBACKEND_MAX_PAYLOAD_BYTES "
+                f"(up to {RUNSYNC_LIMIT_BYTES}) on the endpoint, or send fewer images per call",
+                file=err,
+            )
+        return EXIT_FAILED
+    if not isinstance(output, dict) or "predictions" not in output:
+        print(f"error: unexpected output: {str(output)[:500]}", file=err)
+        return EXIT_FAILED
+    if as_json:
+        print(json.dumps(output, indent=2), file=out)
+    else:
+        print(prediction_table([str(p) for p in images], output), file=out)
+    if result is not None:
+        print(
+            job_summary(result.job_id, mode.route, result.request_bytes, result.elapsed_s, dict(result.raw)), file=err
+        )
+    return EXIT_OK

@@ -1,0 +1,104 @@
+"""Executing notebooks with papermill, and keeping committed notebooks free of volatile metadata."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastbackend.record import metrics_from_notebook
+
+# Notebook- and cell-level metadata that changes on every run and must not be committed.
+VOLATILE_NOTEBOOK_KEYS = ("papermill", "widgets", "execution")
+VOLATILE_CELL_KEYS = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled")
+KERNEL_NAME = "python3"
+
+
+@dataclass(frozen=True)
+class ExecutedNotebook:
+    source: Path
+    output: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    figures: tuple[Path, ...] = ()
+
+
+def execute(
+    source: Path,
+    output: Path,
+    parameters: dict[str, Any] | None = None,
+    cwd: Path | None = None,
+    progress: bool = False,
+    figures: bool = True,
+) -> ExecutedNotebook:
+    """Run one notebook with papermill; save its figures as PNG beside the output (unless told not to).
+
+    Raises:
+        papermill.PapermillExecutionError: a cell failed (the partial notebook is at `output`).
+    """
+    import nbformat
+    import papermill
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(source),
+        str(output),
+        parameters=parameters or {},
+        cwd=str(cwd or Path.cwd()),
+        kernel_name=KERNEL_NAME,
+        progress_bar=progress,
+        log_output=False,
+    )
+    nb = nbformat.read(output, as_version=4)
+    return ExecutedNotebook(source, output, metrics_from_notebook(nb), save_figures(nb, output) if figures else ())
+
+
+def save_figures(nb: Any, output: Path) -> tuple[Path, ...]:
+    """Write every image/png output of an executed notebook as `<stem>-fig<N>.png`."""
+    saved = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            png = out.get("data", {}).get("image/png")
+            if png:
+                path = output.with_name(f"{output.stem}-fig{len(saved) + 1}.png")
+                path.write_bytes(base64.b64decode(png))
+                saved.append(path)
+    return tuple(saved)
+
+
+def clean(nb: Any) -> Any:
+    """Strip volatile metadata in place (outputs and execution counts are kept)."""
+    for key in VOLATILE_NOTEBOOK_KEYS:
+        nb.metadata.pop(key, None)
+    for cell in nb.cells:
+        for key in VOLATILE_CELL_KEYS:
+            cell.metadata.pop(key, None)
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.get("name") == "stderr":
+                # Library warnings carry absolute paths of this machine.
+                out["text"] = re.sub(r"/\S*/site-packages/", "<site-packages>/", out.get("text", ""))
+    return nb
+
+
+def volatile_metadata(nb: Any) -> list[str]:
+    """Which volatile keys a notebook still carries (empty when clean)."""
+    found = [f"metadata.{k}" for k in VOLATILE_NOTEBOOK_KEYS if k in nb.metadata]
+    for i, cell in enumerate(nb.cells):
+        found += [f"cell {i} metadata.{k}" for k in VOLATILE_CELL_KEYS if k in cell.metadata]
+    return found
+
+
+def refresh(notebooks: list[Path], root: Path) -> None:
+    """Re-execute notebooks in place with their default parameters, then clean them."""
+    import nbformat
+
+    for path in notebooks:
+        execute(path, path, cwd=root, figures=False)
+        nb = nbformat.read(path, as_version=4)
+        nbformat.write(clean(nb), path)
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,133 @@
+"""What a user reads at the end: the recorded metrics as a table, and the failures in full.
+
+One run gives a `metric | value` table; a sweep gives one column per point, with its status and
+wall time first, so the points compare side by side.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastbackend.pipeline.definitions import Definitions
+
+if TYPE_CHECKING:
+    from fastbackend.pipeline.execute import RunResult
+    from fastbackend.pipeline.runner import PipelineRun
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns under a dashed rule; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def metrics_table(results: Sequence[RunResult]) -> str:
+    """The recorded metrics of one run, or of every point of a sweep side by side."""
+    names = list(dict.fromkeys(name for r in results for name in r.metrics))
+    if len(results) == 1:
+        rows = [["metric", "value"]] + [[n, format_value(results[0].metrics[n])] for n in names]
+        return table(rows) if names else "(no metrics recorded)"
+    rows = [
+        ["", *(r.label for r in results)],
+        ["status", *(r.status for r in results)],
+        ["seconds", *(f"{r.seconds:.1f}" if r.status != "skipped" else "-" for r in results)],
+    ]
+    rows += [[n, *(format_value(r.metrics[n]) if n in r.metrics else "-" for r in results)] for n in names]
+    return table(rows)
+
+
+def report(run: PipelineRun) -> str:
+    """The full end-of-invocation text: headline, metrics table, then each failure."""
+
+    def shown(path: Path) -> Path:
+        return path.relative_to(run.root) if path.is_relative_to(run.root) else path
+
+    results = run.results
+    if not run.sweep:
+        head = f"pipeline {run.pipeline}: {results[0].status} in {run.seconds:.1f} s; run folder {shown(run.run_dir)}"
+    else:
+        ok = sum(r.ok for r in results)
+        head = (
+            f"pipeline {run.pipeline}: sweep of {len(results)} runs, {ok} ok, in {run.seconds:.1f} s; "
+            f"folder {shown(run.run_dir)}"
+        )
+    parts = [head, "", metrics_table(results)]
+    for r in results:
+        if r.failure:
+            text = r.failure.describe().replace(str(r.failure.partial), str(shown(r.failure.partial)))
+            parts += ["", f"[{r.label}] {text}" if r.label else text]
+    return "\n".join(parts)
+
+
+def write_sweep_record(results: Sequence[RunResult], run_dir: Path) -> None:
+    """`sweep.json` (every point: values, status, folder, metrics) and `summary.txt` (the table)."""
+    points = [
+        {
+            "label": r.label,
+            "sweep_point": r.point,
+            "status": r.status,
+            "seconds": round(r.seconds, 2),
+            "run_dir": r.run_dir.name,
+            "metrics": r.metrics,
+        }
+        for r in results
+    ]
+    (run_dir / "sweep.json").write_text(
+        json.dumps({"pipeline": results[0].pipeline, "runs": points}, indent=2, default=str) + "\n"
+    )
+    (run_dir / "summary.txt").write_text(metrics_table(results) + "\n")
+
+
+def _literal(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def pipeline_list(definitions: Definitions) -> str:
+    """`pipeline list`: each pipeline, its steps and what it is for."""
+    rows = [["pipeline", "steps", "description"]]
+    rows += [[p.name, " -> ".join(s.name for s in p.steps), p.description] for p in definitions.pipelines.values()]
+    return table(rows)
+
+
+def pipeline_help(definitions: Definitions, name: str) -> str:
+    """`pipeline show NAME`: every step's parameters with type, value in this pipeline and origin.
+
+    Raises:
+        DefinitionError: unknown pipeline, a missing notebook, not exactly one parameters cell.
+    """
+    from fastbackend.pipeline.params import inspect_parameters
+
+    pipeline = definitions.get(name)
+    lines = [f"{pipeline.name}: {pipeline.description}" if pipeline.description else pipeline.name]
+    for number, step in enumerate(pipeline.steps, start=1):
+        declared = inspect_parameters(definitions.root / step.notebook, step.notebook)
+        lines += ["", f"step {number}/{len(pipeline.steps)}: {step.name} ({step.notebook})"]
+        rows = [["parameter", "type", "default", "set by", "help"]]
+        for p in declared:
+            if p.name in step.parameters:
+                value, origin = _literal(step.parameters[p.name]), "pipeline step"
+            elif p.name in pipeline.parameters:
+                value, origin = _literal(pipeline.parameters[p.name]), "pipeline"
+            else:
+                value, origin = p.default_source, "notebook"
+            rows.append([p.name, str(p.type), value, origin, p.help])
+        if not any(row[4] for row in rows[1:]):
+            rows = [row[:4] for row in rows]
+        lines += ["  " + line for line in table(rows).splitlines()] if declared else ["  (no parameters)"]
+    lines += [
+        "",
+        "Set with -p name=value (every step declaring it) or -p step.name=value; "
+        "a,b,c sweeps; ${run_dir} is the run's folder.",
+    ]
+    return "\n".join(lines)
