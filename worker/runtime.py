@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -123,12 +124,21 @@ class Worker:
     async def handle_async(self, job: Any) -> dict[str, Any]:
         """`handle` off the event loop, so concurrent jobs overlap and meet in the micro-batcher.
 
-        Cancellation (asyncio.CancelledError) propagates to the caller; the job's thread
-        finishes its forward and its rows are dropped, so no batch is left waiting.
+        Cancellation (asyncio.CancelledError, how the SDK stops a job on RunPod's job-stop)
+        propagates to the caller and drops the job's request from the batch it waits for;
+        the other jobs of that batch are answered.
         """
         if self._executor is None:
             return self.handle(job)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.handle, job)
+        batcher = self.state.batcher if self.state else None
+        if batcher is None:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self.handle, job)
+        ticket = batcher.ticket()  # counted before its thread starts: a forming batch waits for it
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, ticket.run, self.handle, job)
+        except asyncio.CancelledError:
+            ticket.cancel()
+            raise
 
     def handle(self, job: Any) -> dict[str, Any]:
         """Answer one RunPod job. Never raises; the result is always a JSON-serialisable dict."""
@@ -155,6 +165,8 @@ class Worker:
                 body["timings"]["total_ms"] = _ms(started)
             check_output(body, state.config.max_output_bytes)
             code = None
+        except FutureCancelled:  # stopped by RunPod (handle_async): nobody will read an answer
+            body, code = {"status": "cancelled", "job_id": job_id}, "CANCELLED"
         except Exception as exc:  # the one place any failure becomes an answer
             error = classify(exc)
             if error.code is ErrorCode.INTERNAL:
