@@ -95,6 +95,11 @@ class Worker:
         if config.concurrency > 1:
             state.batcher = MicroBatcher(state.host.forward, config.max_batch, config.max_batch_wait_ms)
             self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="fastbackend-job")
+            # Start every job thread now: a thread started during a burst releases the GIL while
+            # it starts, and its job could reach the batcher before the burst's others are counted.
+            started = threading.Barrier(config.concurrency)
+            for _ in range(config.concurrency):
+                self._executor.submit(started.wait, 10)
         timings["total_ms"] = round(sum(timings.values()), 3)
         state.startup_ms = timings
         state.ready = True
