@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from worker.environment import quiet_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -13,8 +14,7 @@ MODELS = ROOT / "models"
 # Fixture notebooks and handlers are inputs to tests, not tests: nbval must not run them.
 collect_ignore_glob = ["fixtures/*"]
 
-for key, value in {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
-    os.environ.setdefault(key, value)
+quiet_environment()
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,7 @@ def test_magic_in_an_export_cell_is_an_error_naming_notebook_and_cell(tmp_path):
 
 def test_notebook_without_export_cells_produces_no_module(tmp_path):
     root = project(tmp_path, "01_no_export.ipynb")
-    assert export(root) == ["__init__.py", "handler.py"]
+    assert export(root) == ["__init__.py"], "no module, and no handler without the runtime's functions"
 
 
 def test_two_notebooks_exporting_the_same_name_clash(tmp_path):
