@@ -40,7 +40,7 @@ def main() -> None:
         WorkerConfig(base_model=f"{args.models}/base", adapters_dir=f"{args.models}/adapters", log_level="ERROR")
     )
     logging.getLogger("fastbackend").setLevel(logging.ERROR)  # measure the work, not the terminal
-    host = worker.state.host
+    host = worker.host
     images, _ = load_digit_task("inverted", "test")
 
     def b64(array: np.ndarray) -> str:

@@ -132,7 +132,7 @@ def test_importing_the_handler_loads_no_model(root):
         "import exported.handler as h\n"
         "import torch\n"
         "modules = [o for o in gc.get_objects() if isinstance(o, torch.nn.Module)]\n"
-        "assert h.WORKER.state is None, 'setup ran on import'\n"
+        "assert h.WORKER.host is None, 'setup ran on import'\n"
         "assert not modules, f'{len(modules)} torch modules exist after import'\n"
         "assert 'runpod' not in sys.modules, 'runpod is imported only under the main guard'\n"
         "print('ok')\n"
