@@ -76,14 +76,13 @@ def digit(task: str, index: int):
 @pytest.fixture(scope="session")
 def make_worker(models_dir):
     """Build a set-up Worker as the generated handler does, with config overrides."""
-    from exported import inference, preprocess
+    from exported.handler import WORKER as GENERATED  # the notebook functions export wired into the handler
     from worker.config import WorkerConfig
-    from worker.contract import NotebookFunctions
     from worker.runtime import Worker
 
     def make(functions=None, **overrides):
         values = {"base_model": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters"), **overrides}
-        worker = Worker(functions or NotebookFunctions.from_modules(preprocess, inference))
+        worker = Worker(functions or GENERATED.functions)
         worker.setup(WorkerConfig(**values))
         return worker
 

@@ -14,14 +14,13 @@ from fastbackend.local import serve_api
 
 
 def functions_recording_forwards(calls: list):
-    from exported import inference, preprocess
-    from worker.contract import NotebookFunctions
+    from exported.handler import WORKER
 
-    functions = NotebookFunctions.from_modules(preprocess, inference)
+    functions = WORKER.functions
 
     def recording(model, pixels, adapter=None):
         calls.append((adapter, len(pixels)))
-        return inference.predict_logits(model, pixels, adapter)
+        return functions.predict_logits(model, pixels, adapter)
 
     return replace(functions, predict_logits=recording)
 
