@@ -21,13 +21,10 @@ from worker.schema import (
     PreprocessInput,
     image_list,
 )
+from worker.telemetry import ms_since
 
 if TYPE_CHECKING:  # annotations only: runtime.py imports this module, never the reverse at run time
     from worker.runtime import Worker
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)
 
 
 def decode_and_preprocess(
@@ -48,10 +45,10 @@ def decode_and_preprocess(
         decode_image(e, field_name.format(i), config.max_image_bytes, config.max_image_side, config.max_image_pixels)
         for i, e in enumerate(encoded)
     ]
-    decode_ms = _ms(start)
+    decode_ms = ms_since(start)
     start = time.perf_counter()
     pixels = host.fns.to_pixel_values(images, host.transform, host.preprocess_config)
-    return pixels, {"decode_ms": decode_ms, "preprocess_ms": _ms(start)}
+    return pixels, {"decode_ms": decode_ms, "preprocess_ms": ms_since(start)}
 
 
 def predict(worker: Worker, request: PredictInput) -> dict[str, Any]:
@@ -59,7 +56,7 @@ def predict(worker: Worker, request: PredictInput) -> dict[str, Any]:
     pixels, timings = decode_and_preprocess(worker, request)
     start = time.perf_counter()
     logits = worker.forward(pixels, request.adapter)
-    timings["forward_ms"] = _ms(start)
+    timings["forward_ms"] = ms_since(start)
     predictions = worker.host.fns.top_k(logits, request.top_k, worker.host.labels)
     if request.return_logits:
         for prediction, row in zip(predictions, logits):

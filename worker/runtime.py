@@ -29,7 +29,7 @@ from worker.limits import check_output, check_payload
 from worker.models import ModelHost
 from worker.ops import OPERATIONS
 from worker.schema import OPS, parse_input, requested_op
-from worker.telemetry import Metrics, configure_logging, log_event, rss_mb
+from worker.telemetry import Metrics, configure_logging, log_event, ms_since, rss_mb
 
 
 class Admission:
@@ -89,7 +89,7 @@ class Worker:
         configure_logging(config.log_level)
         host = self.host = ModelHost(config, self.functions)
         self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images)
-        timings["config_ms"] = _ms(start)
+        timings["config_ms"] = ms_since(start)
         for stage, step in (
             ("load_base_ms", host.load_base),
             ("preload_adapters_ms", host.preload),
@@ -98,7 +98,7 @@ class Worker:
             if step is not None:
                 start = time.perf_counter()
                 step()
-                timings[stage] = _ms(start)
+                timings[stage] = ms_since(start)
         if config.concurrency > 1:
             self.batcher = MicroBatcher(host.forward, config.max_batch, config.max_batch_wait_ms)
             self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="fastbackend-job")
@@ -164,7 +164,7 @@ class Worker:
             with self.admission.admit(_image_count(raw)):
                 body = {"status": "success", "op": request.op, **run(self, request)}
             if isinstance(body.get("timings"), dict):
-                body["timings"]["total_ms"] = _ms(started)
+                body["timings"]["total_ms"] = ms_since(started)
             check_output(body, config.max_output_bytes)
             code = None
         except Exception as exc:  # the one place any failure becomes an answer
@@ -172,7 +172,7 @@ class Worker:
             if error.code is ErrorCode.INTERNAL:
                 logging.getLogger("fastbackend").exception("job.internal_error", extra={"fields": {"job_id": job_id}})
             body, code, refresh = error_response(error, job_id), error.code.value, error.fatal
-        duration = _ms(started)
+        duration = ms_since(started)
         refresh = self._after_job(op, code, duration, job_id) or refresh
         if refresh:
             body["refresh_worker"] = True
@@ -202,7 +202,3 @@ class Worker:
             **({"refresh_worker": True} if over else {}),
         )
         return over
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)

@@ -76,6 +76,11 @@ def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
         logger.log(level, event, extra={"fields": fields})
 
 
+def ms_since(start: float) -> float:
+    """Milliseconds since `start` (a time.perf_counter() value), rounded to microseconds."""
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """The nearest-rank `q` quantile (0..1) of already sorted values, rounded to 3 decimals; 0.0 when empty."""
     if not sorted_values:
