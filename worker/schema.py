@@ -25,7 +25,7 @@ class _Input(BaseModel):
 
 
 class PredictInput(_Input):
-    """Classify images with the base model or a named adapter. The default op."""
+    """Classify images with the base model or a named adapter."""
 
     op: Literal["predict"] = "predict"  # the one op with a default: DEFAULT_OP below
     images: Images = Field(description=_IMAGES_DOC)
