@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=2000, help="single-image jobs for the default settings")
     parser.add_argument("--models", default="models")
-    parser.add_argument("--best", type=int, default=256, help="the concurrency shown as the best setting")
+    parser.add_argument("--best", type=int, default=128, help="the concurrency shown as the best setting")
     args = parser.parse_args()
     digits = encoded_digits(64)
     models = {"FASTBACKEND_BASE_MODEL": f"{args.models}/base", "FASTBACKEND_ADAPTERS_DIR": f"{args.models}/adapters"}

@@ -145,12 +145,9 @@ class Worker:
         propagates to the caller and drops the job's request from the batch it waits for;
         the other jobs of that batch are answered.
         """
-        if self._executor is None:
+        if self._executor is None or self.batcher is None:
             return self.handle(job)
-        batcher = self.state.batcher if self.state else None
-        if batcher is None:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self.handle, job)
-        ticket = batcher.ticket()  # counted before its thread starts: a forming batch waits for it
+        ticket = self.batcher.ticket()  # counted before its thread starts: a forming batch waits for it
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, ticket.run, self.handle, job)
         except asyncio.CancelledError:
