@@ -8,17 +8,18 @@ other adapters wait for a later batch: one forward never mixes adapters.
 
 A job holds a `Ticket` from the moment it starts until it submits or ends: the batcher waits
 only while some ticket is open, so a lone job never waits for company that is not coming.
-Cancelling a ticket drops the job's request before its batch runs (RunPod's job-stop).
+Dropping a ticket takes the job's request out before its batch runs (RunPod's job-stop).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,18 +49,20 @@ class Ticket:
         self.cancelled = False
         self._future: Future | None = None
 
-    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call fn(*args) as this ticket's job (in the job's thread); closes the ticket after."""
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Run the job's thread as this ticket's job; closes the ticket after."""
         token = _TICKET.set(self)
         try:
             with self._batcher.cpu_slots:
-                return fn(*args)
+                yield
         finally:
             _TICKET.reset(token)
             self._batcher._close(self)
 
-    def cancel(self) -> None:
-        """Drop this job: its request leaves the batch it waits for, a later submit raises."""
+    def drop(self) -> None:
+        """Drop what is left of this job: its request leaves the batch it waits for (if that batch
+        has not started), a later submit raises. After the job's answer this changes nothing."""
         with self._batcher._cond:
             self.cancelled = True
             future = self._future

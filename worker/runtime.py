@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.batching import MicroBatcher
+from worker.batching import MicroBatcher, Ticket
 from worker.config import ConfigError, WorkerConfig
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, WorkerError, classify, error_response
@@ -149,13 +149,17 @@ class Worker:
             return self.handle(job)
         ticket = self.batcher.ticket()  # counted before its thread starts: a forming batch waits for it
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, ticket.run, self.handle, job)
-        except asyncio.CancelledError:
-            ticket.cancel()
-            raise
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self.handle, job, ticket)
+        finally:  # answered: nothing is left to drop; cancelled: its request leaves the batch
+            ticket.drop()
 
-    def handle(self, job: Any) -> dict[str, Any]:
-        """Answer one RunPod job. Never raises; the result is always a JSON-serialisable dict."""
+    def handle(self, job: Any, ticket: Ticket | None = None) -> dict[str, Any]:
+        """Answer one RunPod job. Never raises; the result is always a JSON-serialisable dict.
+        `ticket`: the job's place in the micro-batcher, from handle_async."""
+        with ticket.active() if ticket else contextlib.nullcontext():
+            return self._handle(job)
+
+    def _handle(self, job: Any) -> dict[str, Any]:
         started = time.perf_counter()
         job_id = job.get("id") if isinstance(job, dict) else None
         job_id = job_id if isinstance(job_id, str) else None
