@@ -174,8 +174,7 @@ def cmd_pipeline_show(args: argparse.Namespace) -> int:
 
 @_pipeline_errors
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
-    from fastbackend.pipeline.runner import run_pipeline
-    from fastbackend.pipeline.summary import report
+    from fastbackend.pipeline.runner import report, run_pipeline
 
     run = run_pipeline(
         args.name,
