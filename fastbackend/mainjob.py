@@ -48,6 +48,12 @@ def main_job(root: Path, models_dir: Path, rebuild: bool = False) -> int:
 
     started = time.perf_counter()
     pipelines = root / PIPELINES_FILE
+    if not rebuild and not models_present(models_dir) and models_dir.is_dir() and any(models_dir.iterdir()):
+        # The build starts by deleting <models>/base: never do that to a folder we did not make.
+        raise SystemExit(
+            f"{models_dir} exists but holds no complete demo model set (base/model.safetensors and an adapter); "
+            "move it away, or pass --rebuild to replace it with the demo models"
+        )
     if rebuild or not models_present(models_dir):
         print(f"building the embedded default models into {models_dir} ...", flush=True)
         built = run_pipeline("demo-models", pipelines_file=pipelines, parameters={"output_dir": str(models_dir)})

@@ -9,7 +9,7 @@ import pytest
 
 from fastbackend.cli import main
 
-FIXTURES = Path(__file__).parent / "fixtures" / "handlers"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "handlers"
 MARKDOWN_SECTIONS = (
     "## Compliant",
     "## Problems to fix",
