@@ -79,6 +79,18 @@ def models_dir(tmp_path_factory) -> Path:
     return models
 
 
+@pytest.fixture(scope="session")
+def local_api(root, models_dir, tmp_path_factory):
+    """The exported handler under RunPod's local API with the default config, one for the session:
+    a server start costs a process and the ML stack's imports, so tests that do not change the
+    config share it."""
+    from fastbackend.local import serve_api
+
+    env = {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters")}
+    with serve_api(root, env=env, log_file=tmp_path_factory.mktemp("local-api") / "api.log") as api:
+        yield api
+
+
 # -- images and jobs -----------------------------------------------------------
 def png_bytes(array) -> bytes:
     import io
