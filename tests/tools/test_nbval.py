@@ -38,7 +38,7 @@ def test_nbval_runs_every_notebook_on_a_copy_and_leaves_models_untouched(root: P
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     for notebook in sorted((root / "notebooks").glob("*.ipynb")):
