@@ -22,7 +22,7 @@ import pytest
 from conftest import digit, png_b64
 from fixtures.runpod_queue import RunPodQueue
 
-from fastbackend.local import handler_env, serve_api, stop_process
+from fastbackend.local import handler_env, stop_process
 
 JOBS = int(os.environ.get("FASTBACKEND_PRODUCTION_JOBS", "60"))
 VOLATILE = ("timings", "timestamp", "job_id")  # differ between two runs of the same job
@@ -40,8 +40,8 @@ def worker_env(models_dir) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def production(root, models_dir, tmp_path_factory):
-    """(queue, worker process, local API client): the worker polls the queue; both start at once."""
+def production(request, root, models_dir, tmp_path_factory):
+    """(queue, worker process, the session's local API): the worker polls the queue."""
     log = tmp_path_factory.mktemp("production") / "worker.log"
     with RunPodQueue() as queue, open(log, "w") as sink:
         process = subprocess.Popen(
@@ -53,10 +53,10 @@ def production(root, models_dir, tmp_path_factory):
             start_new_session=True,
         )
         try:
-            with serve_api(root, env=worker_env(models_dir)) as api:
-                first = queue.add({"op": "ping"})
-                assert queue.wait_done([first], 180), f"the worker took no job; log: {log}"
-                yield queue, process, api
+            api = request.getfixturevalue("local_api")  # starts (if not yet) while the worker starts
+            first = queue.add({"op": "ping"})
+            assert queue.wait_done([first], 180), f"the worker took no job; log: {log}"
+            yield queue, process, api
         finally:
             stop_process(process)
 
