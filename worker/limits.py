@@ -57,6 +57,13 @@ def check_payload(value: Any, limit: int) -> None:
         )
 
 
+def check_batch(images: int, limit: int) -> None:
+    """Refuse a job with more images than the cap: the request's own limit, checked before admission,
+    so a client is told to split the job rather than to retry."""
+    if images > limit:
+        raise WorkerError(ErrorCode.BATCH_TOO_LARGE, f"{images} images in one job; the cap is {limit}", field="images")
+
+
 def _jsonable(value: Any) -> Any:
     # Finite floats only: NaN/Infinity are not JSON and RunPod cannot post them.
     if isinstance(value, float) and not math.isfinite(value):

@@ -1,7 +1,7 @@
 """The worker: explicit one-time setup, then a thin `handle(job)` over pure steps.
 
     setup:  config -> load base -> preload adapters -> warm-up forward   (before start())
-    handle: payload size -> parse input -> admit -> op -> check output -> answer
+    handle: payload size -> parse input -> batch size -> admit -> op -> check output -> answer
 
 `handle` never raises and always returns a JSON-serialisable dict: a success body, or the
 one error shape of worker.errors (with `refresh_worker` when the worker must be recycled).
@@ -23,7 +23,7 @@ from worker.batching import MicroBatcher
 from worker.config import ConfigError, WorkerConfig
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, WorkerError, classify, error_response
-from worker.limits import check_output, check_payload
+from worker.limits import check_batch, check_output, check_payload
 from worker.models import ModelHost
 from worker.ops import OPERATIONS, WorkerState
 from worker.schema import OPS, parse_input
@@ -149,6 +149,7 @@ class Worker:
             run, needs_model = OPERATIONS[request.op]
             if needs_model and not state.ready:
                 raise WorkerError(ErrorCode.MODEL_NOT_READY, "the model is not loaded yet (setup has not finished)")
+            check_batch(_image_count(raw), state.config.max_batch)
             with self.admission.admit(_image_count(raw)):
                 body = {"status": "success", "op": request.op, **run(state, request)}
             if isinstance(body.get("timings"), dict):
