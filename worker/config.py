@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from worker.errors import ERROR_BODY_MAX_BYTES
+
 # Every setting is read from FASTBACKEND_<FIELD NAME> (see ENV_VARS below, built from the
 # dataclass so names and fields cannot drift). Nothing else in the runtime reads os.environ.
 ENV_PREFIX = "FASTBACKEND_"
@@ -77,6 +79,8 @@ class WorkerConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_payload_bytes > RUNSYNC_LIMIT_BYTES:
             raise ConfigError(f"max_payload_bytes over RunPod's {RUNSYNC_LIMIT_BYTES} byte /runsync limit")
+        if self.max_output_bytes < ERROR_BODY_MAX_BYTES:
+            raise ConfigError(f"max_output_bytes must be >= {ERROR_BODY_MAX_BYTES} (an error answer must fit)")
         if self.max_output_bytes > RESULT_LIMIT_BYTES:
             raise ConfigError(f"max_output_bytes over RunPod's {RESULT_LIMIT_BYTES} byte result limit")
         # Limits that contradict each other would refuse valid jobs forever (as RATE_LIMITED).
