@@ -27,7 +27,7 @@ from worker.limits import check_batch, check_output, check_payload
 from worker.models import ModelHost
 from worker.ops import OPERATIONS, WorkerState
 from worker.schema import OPS, parse_input
-from worker.telemetry import Metrics, configure_logging, log_event, rss_mb
+from worker.telemetry import Metrics, configure_logging, log_event, route_sdk_logs, rss_mb
 
 
 class Admission:
@@ -103,11 +103,13 @@ class Worker:
     def setup_or_exit(self, config: WorkerConfig | None = None) -> WorkerState:
         """`setup()`, or exit non-zero with one clear line: no job is pulled by a broken worker."""
         try:
-            return self.setup(config)
+            state = self.setup(config)
         except (WorkerError, ConfigError) as exc:
             code = exc.code.value if isinstance(exc, WorkerError) else "CONFIG_INVALID"
             log_event("setup.failed", logging.ERROR, code=code, error=str(exc))
             sys.exit(f"fastbackend: setup failed: {exc}")
+        route_sdk_logs(state.config.log_level)  # only a worker about to start routes the SDK's logs
+        return state
 
     @property
     def concurrent(self) -> bool:
