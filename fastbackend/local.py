@@ -100,9 +100,20 @@ def run_test_input(
         args += ["--test_input", json.dumps(job)]
     done = subprocess.run(args, cwd=root, env=handler_env(env), capture_output=True, text=True, timeout=timeout)
     log = done.stdout + done.stderr
+    result = parse_test_input_log(log)
+    return TestInputRun(done.returncode, result.get("output"), result.get("error"), log)
+
+
+def parse_test_input_log(log: str) -> dict[str, Any]:
+    """What `--test_input` answered, from its log: the SDK's `Job result: {...}` line (a Python
+    literal) or its `Job <id> failed with error: ...` line; {} when neither is there.
+
+    Raises:
+        ValueError: the SDK's logger cut the result line (it cuts lines over 4,096 characters).
+    """
     result: dict[str, Any] = {}
     for line in log.splitlines():
-        if _RESULT_PREFIX in line:  # RunPod prints the job result as a Python literal
+        if _RESULT_PREFIX in line:
             try:
                 result = ast.literal_eval(line.split(_RESULT_PREFIX, 1)[1])
             except (SyntaxError, ValueError):
@@ -111,9 +122,9 @@ def run_test_input(
                     f"RunPod's logger cut the job result (it truncates log lines over "
                     f"{RUNPOD_LOG_LINE_LIMIT} characters); ask for a smaller result or use the local API"
                 ) from None
-        elif _FAILED_MARK in line:  # and a failed job's error string, then exits 1
+        elif _FAILED_MARK in line:
             result = {"error": line.split(_FAILED_MARK, 1)[1]}
-    return TestInputRun(done.returncode, result.get("output"), result.get("error"), log)
+    return result
 
 
 class LocalApi(ApiClient):
