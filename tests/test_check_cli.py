@@ -138,3 +138,12 @@ def test_what_is_not_a_reviewable_handler_is_one_line_and_exit_2(
     code, out, err = run(capsys, str(path))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and message in err and "None" not in err
+
+
+def test_future_improvements_list_only_what_is_missing(capsys: pytest.CaptureFixture, root: Path) -> None:
+    _, ours, _ = run(capsys, str(root / "exported" / "handler.py"))
+    improvements = ours.split("## Prioritised recommendations", 1)[1].split("## Pre-deployment checklist", 1)[0]
+    assert "Future improvements" not in improvements  # monitoring, rate limiting and caching are all there
+    assert all(f"**{topic}**: `" in improvements for topic in ("Monitoring", "Rate limiting", "Caching"))
+    _, original, _ = run(capsys, str(FIXTURES / "original_worker.py"))
+    assert "Future improvements (not scored):" in original and "not found;" in original
