@@ -126,7 +126,7 @@ def review(options: CheckOptions) -> Report:
         compliant=static.compliant,
         checklist=checklist(ordered, probes, options.run),
         areas=areas,
-        score=overall(areas),
+        score=overall(areas, verdict(ordered)),
         verdict=verdict(ordered),
         advice=static.advice,
         probes=probes,
