@@ -75,3 +75,21 @@ def test_decoded_digits_are_not_binarised(worker, digits):
         }
     )
     assert np.array_equal(np.array(answer["pixels"]), np.array(plain["pixels"]))
+
+
+def test_health_reports_the_decode_budgets(worker):
+    health = worker.handle({"id": "h", "input": {"op": "health"}})
+    limits = health["limits"]
+    for key in ("max_jpeg_scans", "max_job_pixels", "max_worker_pixels", "max_decode_ms"):
+        assert limits[key] == getattr(worker.state.config, key)
+    assert health["decoding"] == {"pixels_in_flight": 0, "max_worker_pixels": worker.state.config.max_worker_pixels}
+
+
+def test_a_job_over_the_workers_pixels_in_flight_is_rate_limited(make_worker, digits):
+    small = make_worker(max_job_pixels=1000, max_worker_pixels=1000, max_image_pixels=1000, warmup=False)
+    images, _ = digits
+    with small.state.pixel_budget.reserve(900):  # another job decoding
+        answer = small.handle({"id": "r", "input": {"images": b64(gen.encode(Image.fromarray(images[0]), "PNG"))}})
+    assert answer["code"] == "RATE_LIMITED"
+    over = small.handle({"id": "o", "input": {"images": [b64(gen.encode(Image.fromarray(images[0]), "PNG"))] * 4}})
+    assert over["code"] == "IMAGE_TOO_LARGE" and over["field"] == "images"
