@@ -88,8 +88,10 @@ def test_health_reports_the_decode_budgets(worker):
 def test_a_job_over_the_workers_pixels_in_flight_is_rate_limited(make_worker, digits):
     small = make_worker(max_job_pixels=1000, max_worker_pixels=1000, max_image_pixels=1000, warmup=False)
     images, _ = digits
-    with small.state.pixel_budget.reserve(900):  # another job decoding
-        answer = small.handle({"id": "r", "input": {"images": b64(gen.encode(Image.fromarray(images[0]), "PNG"))}})
+    png = gen.encode(Image.fromarray(images[0]), "PNG")
+    pixels = images[0].shape[0] * images[0].shape[1]
+    with small.state.pixel_budget.reserve(1000 - pixels + 1):  # another job decoding
+        answer = small.handle({"id": "r", "input": {"images": b64(png)}})
     assert answer["code"] == "RATE_LIMITED"
-    over = small.handle({"id": "o", "input": {"images": [b64(gen.encode(Image.fromarray(images[0]), "PNG"))] * 4}})
+    over = small.handle({"id": "o", "input": {"images": [b64(png)] * (1000 // pixels + 1)}})
     assert over["code"] == "IMAGE_TOO_LARGE" and over["field"] == "images"
