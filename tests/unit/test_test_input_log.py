@@ -8,7 +8,7 @@ import io
 import pytest
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
-from fastbackend.local import parse_test_input_log
+from fastbackend.local import TestInputRun, parse_test_input_log
 
 
 def sdk_log(*lines: tuple[str, str]) -> str:
@@ -25,20 +25,24 @@ def sdk_log(*lines: tuple[str, str]) -> str:
     return out.getvalue()
 
 
+def read(log: str) -> TestInputRun:
+    return TestInputRun(0, 0.0, log, *parse_test_input_log(log))
+
+
 def test_a_large_input_cut_in_the_sdks_echo_does_not_hide_the_result():
     job = {"id": "local", "input": {"images": "iVBORw0KGgo" + "A" * 6000}}  # a 4.5 KB image
     result = {"output": {"status": "success", "predictions": [{"label": "6", "score": 0.9}]}}
     log = sdk_log(("DEBUG", f"Retrieved local job: {job}"), ("INFO", f"Job result: {result}"))
     assert "...TRUNCATED" in log
-    assert parse_test_input_log(log) == result
+    assert read(log).output == result["output"]
 
 
 def test_a_cut_result_is_reported_as_such():
     result = {"output": {"pixels": [[0.5] * 2000]}}
     with pytest.raises(ValueError, match="cut the job result"):
-        parse_test_input_log(sdk_log(("INFO", f"Job result: {result}")))
+        read(sdk_log(("INFO", f"Job result: {result}"))).output
 
 
 def test_a_failed_job_gives_its_error():
-    log = sdk_log(("ERROR", "Job local failed with error: INVALID_INPUT: top_k: bad"))
-    assert parse_test_input_log(log) == {"error": "INVALID_INPUT: top_k: bad"}
+    run = read(sdk_log(("ERROR", "Job local failed with error: INVALID_INPUT: top_k: bad")))
+    assert run.error == "INVALID_INPUT: top_k: bad" and run.output is None

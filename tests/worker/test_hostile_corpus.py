@@ -1,17 +1,15 @@
 """The hostile corpus (tests/fixtures/hostile.py) through RunPod's real local API: each case answers its
 code, and the worker still answers a valid job afterwards. `make test` runs one case per kind;
-`make test-full` (FASTBACKEND_CORPUS=full) runs them all. Times and memory: benchmarks/hostile.py."""
+`make test-full` (the `full` marker) runs them all. Times and memory: benchmarks/hostile.py."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 from fixtures.hostile import CASES, plain_png_digit, run_case
 
 from fastbackend.local import serve_api
 
-SELECTED = [c for c in CASES if c.representative or os.environ.get("FASTBACKEND_CORPUS") == "full"]
+PARAMS = [pytest.param(c, id=c.name, marks=() if c.representative else pytest.mark.full) for c in CASES]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +20,7 @@ def api(root, models_dir, tmp_path_factory):
         yield server, log
 
 
-@pytest.mark.parametrize("case", SELECTED, ids=[c.name for c in SELECTED])
+@pytest.mark.parametrize("case", PARAMS)
 def test_case_answers_its_code_and_the_worker_serves_on(api, case):
     server, log = api
     outcome = run_case(server.url, server.pid, log, case)
