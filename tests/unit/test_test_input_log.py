@@ -40,7 +40,7 @@ def test_a_large_input_cut_in_the_sdks_echo_does_not_hide_the_result():
 def test_a_cut_result_is_reported_as_such():
     result = {"output": {"pixels": [[0.5] * 2000]}}
     with pytest.raises(ValueError, match="cut the job result"):
-        read(sdk_log(("INFO", f"Job result: {result}"))).output
+        _ = read(sdk_log(("INFO", f"Job result: {result}"))).output
 
 
 def test_a_failed_job_gives_its_error():
