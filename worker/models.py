@@ -13,6 +13,7 @@ from typing import Any
 from worker.config import ALL, WorkerConfig
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, ModelLoadFailed, WorkerError
+from worker.hub import local_model_dir
 
 _ADAPTER_DIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -72,12 +73,12 @@ class ModelHost:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def load_base(self) -> None:
-        base = self.config.base_model
+        base = local_model_dir(self.config.base_model)  # a folder, or a hub id's cached snapshot
         self.preprocess_config = self.fns.read_preprocess_config(base)
         self.transform = self.fns.build_eval_transform(self.preprocess_config)
         self.model = self.fns.load_base_model(base, device=self.device(), dtype=self.config.dtype)
         self.labels = self.fns.model_labels(self.model)
-        self.fingerprint = self.fns.model_fingerprint(base) if Path(base).is_dir() else ""
+        self.fingerprint = self.fns.model_fingerprint(base) if base.is_dir() else ""
         self.registry = scan_adapters(Path(self.config.adapters_dir), self.fns)
 
     def preload(self) -> list[str]:
