@@ -68,13 +68,12 @@ def parity_rows(name: str, folder, photos: dict[str, str]) -> list[tuple[str, st
     """(image, processor, max |difference|, same top-1) per photo, through an in-process worker."""
     from transformers import AutoImageProcessor
 
-    from exported import inference, preprocess
+    from exported.handler import WORKER as GENERATED  # the notebook functions export wired into the handler
     from worker.config import WorkerConfig
-    from worker.contract import NotebookFunctions
     from worker.runtime import Worker
 
-    worker = Worker(NotebookFunctions.from_modules(preprocess, inference))
-    state = worker.setup(WorkerConfig(base_model=str(folder), adapters_dir=str(folder / "none"), warmup=False))
+    worker = Worker(GENERATED.functions)
+    host = worker.setup(WorkerConfig(base_model=str(folder), adapters_dir=str(folder / "none"), warmup=False)).host
     reference = AutoImageProcessor.from_pretrained(folder, backend="pil")
     rows = []
     for image, encoded in photos.items():
@@ -82,11 +81,11 @@ def parity_rows(name: str, folder, photos: dict[str, str]) -> list[tuple[str, st
         answer = worker.handle(job)
         assert answer["status"] == "success", answer
         ours = np.array(answer["pixels"], dtype=np.float32)
-        source = _decoded(encoded, state.host.preprocess_config.num_channels)
+        source = _decoded(encoded, host.preprocess_config.num_channels)
         theirs = reference(source, return_tensors="np")["pixel_values"]
         assert ours.shape == theirs.shape, (name, image, ours.shape, theirs.shape)
         predicted = worker.handle({"id": "p", "input": {"images": encoded}})["predictions"][0]["label"]
-        expected = state.host.labels[int(state.host.forward(theirs.astype(np.float32), None).argmax())]
+        expected = host.labels[int(host.forward(theirs.astype(np.float32), None).argmax())]
         rows.append((image, type(reference).__name__, float(np.abs(ours - theirs).max()), predicted == expected))
     return rows
 
