@@ -16,6 +16,11 @@ from worker.errors import ModelLoadFailed
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def is_hub_id(name: str) -> bool:
+    """True when `name` has the shape of a hub id (org/name) rather than a path."""
+    return bool(_HUB_ID.match(name)) and not name.startswith((".", "/", "~"))
+
+
 def local_model_dir(model: str) -> Path:
     """The folder holding `model`'s files: the path itself, or the cached snapshot of a hub id.
 
@@ -23,7 +28,7 @@ def local_model_dir(model: str) -> Path:
         ModelLoadFailed: a hub id that is not in the local cache (and cannot be downloaded).
     """
     path = Path(model).expanduser()
-    if path.exists() or not _HUB_ID.match(model):
+    if path.exists() or not is_hub_id(model):
         return path
     from huggingface_hub import constants, snapshot_download
 
