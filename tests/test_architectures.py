@@ -57,8 +57,18 @@ def peft_logits(base_dir, adapter_dir, pixels: np.ndarray) -> np.ndarray:
         return model(pixel_values=torch.from_numpy(pixels)).logits.numpy()
 
 
+def worker_for(base_dir, adapters_dir, **overrides):
+    """An in-process worker with the generated handler's notebook functions."""
+    from exported.handler import WORKER as GENERATED
+    from worker.config import WorkerConfig
+    from worker.runtime import Worker
+
+    config = WorkerConfig(base_model=str(base_dir), adapters_dir=str(adapters_dir), warmup=False, **overrides)
+    return Worker(GENERATED.functions).setup(config)
+
+
 @pytest.mark.parametrize("name", ARCHITECTURES if FULL else REPRESENTATIVE)
-def test_served_with_lora_through_local_api_and_merged(name, root, tmp_path, make_worker):
+def test_served_with_lora_through_local_api_and_merged(name, root, tmp_path):
     from fastbackend.local import serve_api
 
     base_dir = build(name, tmp_path / "base" / name)
@@ -72,10 +82,10 @@ def test_served_with_lora_through_local_api_and_merged(name, root, tmp_path, mak
     assert answer["status"] == "COMPLETED", answer
     served = np.array([p["logits"] for p in answer["output"]["predictions"]])
     expected = peft_logits(base_dir, tmp_path / "adapters" / "tuned", np.array(pixels["output"]["pixels"], np.float32))
-    base_only = make_worker(base_model=str(base_dir), adapters_dir=str(tmp_path / "adapters"), preload_adapters=())
+    base_only = worker_for(base_dir, tmp_path / "adapters", preload_adapters=())
     no_adapter = {k: v for k, v in job.items() if k != "adapter"}
     plain = np.array([p["logits"] for p in base_only.handle({"input": no_adapter})["predictions"]])
-    merged = make_worker(base_model=str(base_dir), adapters_dir=str(tmp_path / "adapters"), merge_adapter="tuned")
+    merged = worker_for(base_dir, tmp_path / "adapters", merge_adapter="tuned")
     merged_logits = np.array([p["logits"] for p in merged.handle({"input": job})["predictions"]])
     assert np.abs(served - expected).max() <= TOLERANCE, f"{name}: served vs peft {np.abs(served - expected).max()}"
     assert np.abs(merged_logits - served).max() <= TOLERANCE, f"{name}: merged vs unmerged"
