@@ -5,21 +5,19 @@ default LoRA `target_modules` README documents), a peft LoRA adapter with random
 as peft saves it. The worker serves it through `--rp_serve_api`; its logits must equal peft's own
 (the adapter active on the base) within 1e-4, and a worker serving the adapter merged into the base
 (FASTBACKEND_MERGE_ADAPTER) must answer the same within 1e-4. `make test` runs one representative
-(ConvNeXt: LoRA on its pointwise layers, never the depthwise ones); `make test-full` runs them all.
+(ConvNeXt: LoRA on its pointwise layers, never the depthwise ones); `make test-full` (the `full` marker) runs them all.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import os
 
 import numpy as np
 import pytest
 from fixtures.architectures import ARCHITECTURES, build
 from PIL import Image
 
-FULL = os.environ.get("FASTBACKEND_TEST_FULL") == "1"
 TOLERANCE = 1e-4
 REPRESENTATIVE = ["convnext"]
 
@@ -67,7 +65,9 @@ def worker_for(base_dir, adapters_dir, **overrides):
     return Worker(GENERATED.functions).setup(config)
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES if FULL else REPRESENTATIVE)
+@pytest.mark.parametrize(
+    "name", [n if n in REPRESENTATIVE else pytest.param(n, marks=pytest.mark.full) for n in ARCHITECTURES]
+)
 def test_served_with_lora_through_local_api_and_merged(name, root, tmp_path):
     from fastbackend.local import serve_api
 

@@ -6,27 +6,25 @@ wide; upscaled to 4000x3000 in the full run) are sent as JPEG to an in-process w
 is AutoImageProcessor (PIL backend) applied to the decode step's output for the same bytes. The
 pixels must agree within 1e-3 in normalised units and the worker's top-1 (`predict`) must be the
 model's top-1 on the reference pixels. `make test` runs a few architectures on a few images;
-`make test-full` (FASTBACKEND_TEST_FULL=1) runs every architecture on every variant.
+`make test-full` (the `full` marker) runs every architecture on every variant.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import os
 
 import numpy as np
 import pytest
 from fixtures.architectures import ARCHITECTURES, build
 from PIL import Image
 
-FULL = os.environ.get("FASTBACKEND_TEST_FULL") == "1"
 TOLERANCE = 1e-3
 QUICK_ARCHITECTURES = ["vit", "convnext", "dinov2"]  # height/width; crop_pct; shortest_edge + crop
 QUICK_IMAGES = ["china", "flower-portrait", "china-gray", "flower-wide", "china-small"]
 
 
-def _photos() -> dict[str, Image.Image]:
+def _photos(full: bool) -> dict[str, Image.Image]:
     from sklearn.datasets import load_sample_images
 
     china, flower = (Image.fromarray(a) for a in load_sample_images().images)
@@ -38,7 +36,7 @@ def _photos() -> dict[str, Image.Image]:
         "flower-wide": flower.crop((0, 150, 640, 250)),  # 640x100
         "china-small": china.resize((96, 64), Image.Resampling.BICUBIC),
     }
-    if FULL:
+    if full:
         variants["china-12mp"] = china.resize((4000, 3000), Image.Resampling.BICUBIC)
         variants["flower-12mp-portrait"] = flower.resize((3000, 4000), Image.Resampling.BICUBIC)
     return variants
@@ -50,10 +48,8 @@ def _jpeg_b64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-@pytest.fixture(scope="module")
-def photos():
-    wanted = None if FULL else QUICK_IMAGES
-    return {name: _jpeg_b64(image) for name, image in _photos().items() if wanted is None or name in wanted}
+def photos(full: bool) -> dict[str, str]:
+    return {name: _jpeg_b64(image) for name, image in _photos(full).items() if full or name in QUICK_IMAGES}
 
 
 def _decoded(encoded: str, channels: int) -> Image.Image:
@@ -90,10 +86,20 @@ def parity_rows(name: str, folder, photos: dict[str, str]) -> list[tuple[str, st
     return rows
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES if FULL else QUICK_ARCHITECTURES)
-def test_preprocess_op_matches_autoimageprocessor(name, photos, tmp_path):
-    rows = parity_rows(name, build(name, tmp_path / name), photos)
+def check(name: str, folder, photos: dict[str, str]) -> None:
+    rows = parity_rows(name, folder, photos)
     for image, processor, worst, same_top1 in rows:
         print(f"parity | {name} | {processor} | {image} | {worst:.2e} | {'same' if same_top1 else 'DIFFERENT'} top-1")
     bad = [r for r in rows if r[2] > TOLERANCE or not r[3]]
     assert not bad, f"{name}: {bad}"
+
+
+@pytest.mark.parametrize("name", QUICK_ARCHITECTURES)
+def test_preprocess_op_matches_autoimageprocessor(name, tmp_path):
+    check(name, build(name, tmp_path / name), photos(full=False))
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_every_architecture_on_every_variant(name, tmp_path):
+    check(name, build(name, tmp_path / name), photos(full=True))
