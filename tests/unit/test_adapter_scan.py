@@ -88,5 +88,5 @@ def test_missing_adapters_folder_serves_the_base_and_says_so(tmp_path, caplog, c
     worker = set_up(tmp_path / "mistyped", log_level="INFO")
     assert listing(worker)["adapters"] == []
     logged = capfd.readouterr()
-    said = [r.getMessage() for r in caplog.records] + (logged.out + logged.err).splitlines()
+    said = [f"{r.getMessage()} {r.__dict__}" for r in caplog.records] + (logged.out + logged.err).splitlines()
     assert any("adapters.no_folder" in line and "mistyped" in line for line in said), said
