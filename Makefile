@@ -37,9 +37,10 @@ test: venv lint
 	$(BIN)/fastbackend check --strict --summary exported/handler.py
 	$(BIN)/python -m pytest
 
-# The heavier reliability variants: 3,000 load requests, 5x the fuzz examples.
+# The heavier reliability variants: 3,000 load requests, 5x the fuzz examples, the train pipeline
+# end to end and the training notebook on each kind of broken dataset (FASTBACKEND_FULL).
 test-full: venv
-	FASTBACKEND_LOAD_REQUESTS=3000 FASTBACKEND_FUZZ_SCALE=5 $(MAKE) test
+	FASTBACKEND_FULL=1 FASTBACKEND_LOAD_REQUESTS=3000 FASTBACKEND_FUZZ_SCALE=5 $(MAKE) test
 
 # Benchmarks print ratios against baselines measured in the same run, and refresh README's table.
 bench: venv

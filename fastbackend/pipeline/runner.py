@@ -28,6 +28,7 @@ class PipelineRun:
     root: Path
     results: tuple[RunResult, ...]
     seconds: float
+    rank_by: str = ""  # the pipeline's ranking metric (a sweep's summary lists the best first)
 
     @property
     def ok(self) -> bool:
@@ -130,7 +131,8 @@ def run_pipeline(
         results = run_all(plans, jobs, display, fail_fast, context)
     finally:
         display.close()
-    run = PipelineRun(name, run_dir, definitions.root, tuple(results), time.perf_counter() - started)
+    rank_by = definitions.get(name).rank_by
+    run = PipelineRun(name, run_dir, definitions.root, tuple(results), time.perf_counter() - started, rank_by)
     if run.sweep:
-        write_sweep_record(results, run_dir)
+        write_sweep_record(results, run_dir, rank_by)
     return run
