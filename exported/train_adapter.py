@@ -99,8 +99,17 @@ class TrainSettings:
     precision: str = "auto"  # auto: bf16 (fp16 without bf16) autocast on a GPU, float32 on CPU; float32
 
     def epoch_seed(self, epoch: int) -> int:
-        """The seed of one epoch's order and augmentations: a resumed run draws the same."""
+        """The seed of one epoch's augmentations: a resumed run draws the same."""
         return self.seed * 100_003 + epoch
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of one epoch: the epoch-th permutation drawn from a generator seeded
+    with `seed`, recomputed from the start so that a resumed run draws the same one."""
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epoch):
+        torch.randperm(n, generator=generator)
+    return torch.randperm(n, generator=generator)
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -161,7 +170,7 @@ def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndar
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train the model's trainable parameters (AdamW) on uint8 images and their label indices.
 
-    Each epoch shuffles and augments with `settings.epoch_seed(epoch)`. With `val`, the model
+    Each epoch's order and augmentations depend only on the seed and the epoch. With `val`, the model
     keeps the weights of the epoch with the best validation accuracy and stops early after
     `settings.patience` epochs without a better one. With `checkpoint_dir`, every epoch writes
     `epoch-NNN.pt` (weights, optimizer, history); `resume=True` continues from the last one, and
@@ -218,7 +227,7 @@ def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndar
         began = time.perf_counter()
         seed = settings.epoch_seed(epoch)
         transform = build_train_transform(prep, seed=seed) if settings.augment else None
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        order = epoch_order(len(y), settings.seed, epoch)
         model.train()
         total, correct = 0.0, 0
         for batch in _batches(len(y), settings.batch_size, order):
@@ -277,12 +286,12 @@ def new_adapter_model(base_dir: str | Path, *, rank: int = 8, alpha: int = 16,
     """
     from peft import LoraConfig, get_peft_model
 
+    torch.manual_seed(seed)  # LoRA's initial weights
     base = load_base_model(base_dir, device=device)
     model_type = base.config.model_type
     targets = list(target_modules) if target_modules else default_target_modules(model_type)
     if modules_to_save is None:
         modules_to_save = DEFAULT_MODULES_TO_SAVE.get(model_type, ())
-    torch.manual_seed(seed)  # LoRA's initial weights
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                         modules_to_save=list(modules_to_save))
     return get_peft_model(base, config)
@@ -341,6 +350,7 @@ __all__ = [
     'with_splits',
     'CHECKPOINT_PATTERN',
     'TrainSettings',
+    'epoch_order',
     'autocast_dtype',
     'evaluate',
     'last_checkpoint',
