@@ -1,12 +1,10 @@
 """The one training loop (exported from 03_train_adapter.ipynb): resume, split, broken datasets.
 
-In `make test`: a small in-process resume comparison on the demo base. Behind FASTBACKEND_FULL
-(`make test-full`): the notebook stopped by each kind of broken dataset before training.
+In `make test`: a small in-process resume comparison on the demo base (the train pipeline and the
+broken-dataset notebook runs are in test_train_pipeline.py, marked `full`).
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
@@ -23,8 +21,6 @@ from exported.train_adapter import (
     split_dataset,
 )
 from worker.datasets import Dataset, DatasetItem
-
-full = pytest.mark.skipif(not os.environ.get("FASTBACKEND_FULL"), reason="make test-full (FASTBACKEND_FULL=1)")
 
 
 class Interrupted(Exception):

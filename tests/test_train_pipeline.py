@@ -1,6 +1,6 @@
 """`fastbackend pipeline run train` on a user's image folder, and the adapter served as it is.
 
-Behind FASTBACKEND_FULL (`make test-full`): the inverted digits written as an image folder,
+Marked `full` (`make test-full`): the inverted digits written as an image folder,
 the train pipeline (03 then 02 on the validation split), then the adapter folder it wrote
 served by RunPod's local API, scored on the validation images of the split manifest. Also the
 training notebook stopped, before any training step, by each kind of broken dataset.
@@ -9,7 +9,6 @@ training notebook stopped, before any training step, by each kind of broken data
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
@@ -19,7 +18,7 @@ from fastbackend.local import build_payload, serve_api
 from fastbackend.pipeline.runner import run_pipeline
 from worker.datasets import load_dataset
 
-pytestmark = pytest.mark.skipif(not os.environ.get("FASTBACKEND_FULL"), reason="make test-full (FASTBACKEND_FULL=1)")
+pytestmark = pytest.mark.full
 
 
 def _served_accuracy(api, items, adapter):
