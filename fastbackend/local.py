@@ -99,7 +99,11 @@ def run_test_input(
     if job is not None:
         args += ["--test_input", json.dumps(job)]
     done = subprocess.run(args, cwd=root, env=handler_env(env), capture_output=True, text=True, timeout=timeout)
-    log = done.stdout + done.stderr
+    return parse_test_input(done.returncode, done.stdout + done.stderr)
+
+
+def parse_test_input(returncode: int, log: str) -> TestInputRun:
+    """What a `--test_input` run printed (here or in a container), read back."""
     result: dict[str, Any] = {}
     for line in log.splitlines():
         if _RESULT_PREFIX in line:  # RunPod prints the job result as a Python literal
@@ -111,7 +115,7 @@ def run_test_input(
             result = ast.literal_eval(line.split(_RESULT_PREFIX, 1)[1])
         elif _FAILED_MARK in line:  # and a failed job's error string, then exits 1
             result = {"error": line.split(_FAILED_MARK, 1)[1]}
-    return TestInputRun(done.returncode, result.get("output"), result.get("error"), log)
+    return TestInputRun(returncode, result.get("output"), result.get("error"), log)
 
 
 class LocalApi(ApiClient):
