@@ -83,21 +83,20 @@ def find_docker() -> str:
     Newer clients (23+) build through the buildx plugin; older ones (Debian's 20.10) carry
     BuildKit's client themselves. `DOCKER` in the environment picks the client.
     """
-    found = [os.environ["DOCKER"]] if os.environ.get("DOCKER") else []
-    for folder in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"]:
-        candidate = os.path.join(folder, "docker")
-        if os.access(candidate, os.X_OK) and candidate not in found:
-            found.append(candidate)
-    install = "install Docker (apt-get install docker.io, or Docker Desktop) and start its engine (as root: dockerd &)"
+    folders = os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"]
+    candidates = [os.environ["DOCKER"]] if os.environ.get("DOCKER") else [os.path.join(f, "docker") for f in folders]
+    found = list(dict.fromkeys(c for c in candidates if os.access(c, os.X_OK)))
     if not found:
-        raise Missing(f"make image-test needs a Docker engine: {install}")
+        raise Missing(
+            "make image-test needs Docker: install it (apt-get install docker.io, or Docker Desktop), start its engine"
+        )
     for client in found:
         version = re.search(r"version (\d+)", _run([client, "--version"]).stdout)
         if version and (int(version.group(1)) < 23 or _run([client, "buildx", "version"]).returncode == 0):
             if _run([client, "info", "--format", "{{.ServerVersion}}"]).returncode != 0:
-                raise Missing(f"no Docker engine answers {client}: start it (as root: dockerd &), or {install}")
+                raise Missing(f"no Docker engine answers {client}: start one (as root: dockerd > dockerd.log 2>&1 &)")
             return client
-    raise Missing(f"no docker client here can build with BuildKit ({', '.join(found)}): install buildx, or {install}")
+    raise Missing(f"no docker client here builds with BuildKit ({', '.join(found)}): install buildx or docker.io")
 
 
 # -- 2. the base image -------------------------------------------------------------------------
