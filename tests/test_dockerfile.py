@@ -308,6 +308,10 @@ def test_make_image_builds_with_the_build_arguments(root):
         ["make", "-n", "image"], cwd=root, capture_output=True, text=True, env={**env, "HF_TOKEN": "hf_secret_value"}
     )
     assert "--secret id=hf_token,env=HF_TOKEN" in private.stdout and "hf_secret_value" not in private.stdout
+    check = subprocess.run(
+        ["make", "-n", "image-test", "BASE_IMAGE=org/base:1"], cwd=root, capture_output=True, text=True
+    )
+    assert re.search(r"python -m fastbackend.imagetest --base org/base:1$", check.stdout, re.MULTILINE), check.stdout
 
 
 def test_the_final_stage_layout_answers_test_input_with_the_default_config(root, models_dir, docker, final, tmp_path):
