@@ -40,11 +40,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fastbackend.client import ClientError
 from fastbackend.local import (
     HANDLER_MODULE,
     LocalApi,
     free_port,
-    handler_env,
     parse_test_input,
     run_test_input,
     serve_api,
@@ -247,15 +247,7 @@ def test_input_in_image(docker: str, tag: str, host: tuple[str, float]) -> float
 def container_api(docker: str, tag: str, log: Path) -> Iterator[tuple[LocalApi, float]]:
     """The image's local API published on a loopback port; yields (client, cold start seconds)."""
     port, name = free_port(), f"fastbackend-image-test-{os.getpid()}"
-    serve = [
-        "--rp_serve_api",
-        "--rp_api_host",
-        "0.0.0.0",
-        "--rp_api_port",
-        str(CONTAINER_PORT),
-        "--rp_log_level",
-        "WARN",
-    ]
+    serve = f"--rp_serve_api --rp_api_host 0.0.0.0 --rp_api_port {CONTAINER_PORT} --rp_log_level WARN".split()
     args = [docker, "run", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}", tag]
     with open(log, "w") as sink:
         spawned = time.perf_counter()
@@ -277,9 +269,8 @@ def container_api(docker: str, tag: str, log: Path) -> Iterator[tuple[LocalApi, 
 
 def host_cold_start(root: Path, adapter: str, image_b64: str) -> tuple[float, dict[str, Any]]:
     """The same on the host (the worktree's .venv): cold start seconds, and its predict answer."""
-    env = {k: v for k, v in handler_env().items() if not k.startswith("FASTBACKEND_")}
     spawned = time.perf_counter()
-    with serve_api(root, env=env, startup_timeout=STARTUP_TIMEOUT_S) as api:
+    with serve_api(root, startup_timeout=STARTUP_TIMEOUT_S) as api:
         _output(api.runsync({"input": {"op": "health"}}), "host health")
         cold = time.perf_counter() - spawned
         return cold, _output(api.runsync({"input": {"images": image_b64, "adapter": adapter}}), "host predict")
@@ -293,7 +284,8 @@ print(json.dumps({
     'app': sorted(p.name for p in app.iterdir()),
     'worker': sorted(p.name for p in (app / 'worker').glob('*.py')),
     'exported': sorted(p.name for p in (app / 'exported').glob('*.py')),
-    'compiled': sorted(p.name.split('.')[0] + '.py' for p in app.glob('*/__pycache__/*.pyc')),
+    'compiled': {d: sorted(p.name.split('.')[0] + '.py' for p in app.glob(d + '/__pycache__/*.pyc'))
+                 for d in ('worker', 'exported')},
     'base': sorted(p.name for p in (app / 'models/base').iterdir()),
     'adapters': sorted(p.name for p in (app / 'models/adapters').iterdir()),
     'tools': importlib.util.find_spec('fastbackend') is not None,
@@ -315,8 +307,8 @@ def check_contents(docker: str, tag: str, root: Path) -> None:
         shipped = sorted(p.name for p in (root / folder).glob("*.py"))
         if inv[folder] != shipped:
             problems.append(f"/app/{folder} holds {inv[folder]}, the repository {shipped}")
-        if set(shipped) - set(inv["compiled"]):
-            problems.append(f"/app/{folder}: not compiled: {sorted(set(shipped) - set(inv['compiled']))}")
+        if set(shipped) - set(inv["compiled"][folder]):
+            problems.append(f"/app/{folder}: not compiled: {sorted(set(shipped) - set(inv['compiled'][folder]))}")
     if "config.json" not in inv["base"] or not any(n.endswith(".safetensors") for n in inv["base"]):
         problems.append(f"/app/models/base holds {inv['base']}")
     adapters = sorted(p.name for p in (root / "models/adapters").iterdir() if p.is_dir())
@@ -388,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     except Missing as exc:
         print(f"image-test: {exc}", file=sys.stderr)
         return 2
-    except (Failed, subprocess.TimeoutExpired, RuntimeError) as exc:
+    except (Failed, ClientError, subprocess.TimeoutExpired, RuntimeError) as exc:
         print(f"image-test FAILED: {exc}", file=sys.stderr)
         return 1
     print(f"\nimage {args.tag}: {size / 1e9:.2f} GB (built in {build_s:.0f} s)")
