@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         docker = find_docker()
-        if not (root / "models/base/config.json").is_file():
+        if not (root / "models/base/config.json").is_file() or not (root / "models/adapters").is_dir():
             print("models/ is missing: building the demo models (about a minute)", flush=True)
             built = _run([str(Path(sys.executable).parent / "fastbackend"), "pipeline", "run", "demo-models"] + [
                 "-p", "output_dir=models"])  # fmt: skip
