@@ -1,7 +1,7 @@
 """`make image-test`: build the serverless image on this machine and prove it answers jobs.
 
-Not part of `make test` (it needs a Docker engine and downloads ~2 GB of wheels on a first
-build). In order, stopping at the first failure with one line:
+Not part of `make test` (needs a Docker engine; a first build downloads ~2 GB). In order,
+stopping at the first failure with one line:
 
 1. a Docker engine and a client whose BuildKit works (a pre-23 client, or one with buildx);
 2. the base image: `BASE_IMAGE` when given, else a Debian bookworm made here with debootstrap
@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fastbackend.bake import BakeError, check_adapters, check_base
 from fastbackend.client import ClientError
 from fastbackend.local import (
     HANDLER_MODULE,
@@ -326,6 +327,15 @@ def check_contents(docker: str, tag: str, root: Path) -> None:
         raise Failed("the image's contents: " + "; ".join(problems))
 
 
+def _models_ready(models: Path) -> bool:
+    """A base with config and weights and an adapters folder (an interrupted build leaves less)."""
+    try:
+        check_base(models / "base")
+        return bool(check_adapters(models / "adapters"))
+    except BakeError:
+        return False
+
+
 # -- the whole run -----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make image-test", description=__doc__.splitlines()[0])
@@ -337,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         docker = find_docker()
-        if not (root / "models/base/config.json").is_file() or not (root / "models/adapters").is_dir():
+        if not _models_ready(root / "models"):
             print("models/ is missing: building the demo models (about a minute)", flush=True)
             built = _run([str(Path(sys.executable).parent / "fastbackend"), "pipeline", "run", "demo-models"] + [
                 "-p", "output_dir=models"])  # fmt: skip
