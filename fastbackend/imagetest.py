@@ -394,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"image-test FAILED: {exc}", file=sys.stderr)
         return 1
     print(f"\nimage {args.tag}: {size / 1e9:.2f} GB (built in {build_s:.0f} s)")
-    print("cold start, spawn to first answer (local API, health):")
+    load = os.getloadavg()[0]  # the figures below mean little on a busy machine; say how busy
+    print(f"cold start, spawn to first answer (local API, health; load {load:.1f} on {os.cpu_count()} CPUs):")
     print(f"  in the container {cold:6.1f} s\n  on the host      {host_cold:6.1f} s")
     return 0
 
