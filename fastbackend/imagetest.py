@@ -44,11 +44,13 @@ from fastbackend.bake import BakeError, check_adapters, check_base
 from fastbackend.client import ClientError
 from fastbackend.local import (
     HANDLER_MODULE,
+    HandlerCommand,
     LocalApi,
+    LocalServer,
     free_port,
     parse_test_input,
     run_test_input,
-    serve_api,
+    serve_args,
     stop_process,
 )
 from fastbackend.paths import project_root
@@ -232,23 +234,22 @@ def _first_prediction(output: dict[str, Any]) -> tuple[str, float]:
 
 def test_input_in_image(docker: str, tag: str, host: tuple[str, float]) -> float:
     """`docker run --rm --network none IMAGE` answers test_input.json as the host does; seconds."""
-    started = time.monotonic()
+    started = time.perf_counter()
     done = _run([docker, "run", "--rm", "--network", "none", tag], timeout=STARTUP_TIMEOUT_S)
-    seconds = time.monotonic() - started
-    result = parse_test_input(done.returncode, done.stdout + done.stderr)
+    result = parse_test_input(done.returncode, time.perf_counter() - started, done.stdout + done.stderr)
     if result.returncode != 0 or not result.output:
         raise Failed(f"docker run --network none: exit {result.returncode}, {result.error or result.log[-300:]}")
     got = _first_prediction(result.output)
     if got[0] != host[0] or abs(got[1] - host[1]) > 1e-5:
         raise Failed(f"docker run --network none answered {got} for test_input.json; the host answers {host}")
-    return seconds
+    return result.seconds
 
 
 @contextmanager
 def container_api(docker: str, tag: str, log: Path) -> Iterator[tuple[LocalApi, float]]:
     """The image's local API published on a loopback port; yields (client, cold start seconds)."""
     port, name = free_port(), f"fastbackend-image-test-{os.getpid()}"
-    serve = f"--rp_serve_api --rp_api_host 0.0.0.0 --rp_api_port {CONTAINER_PORT} --rp_log_level WARN".split()
+    serve = [*serve_args("0.0.0.0", CONTAINER_PORT), "--rp_log_level", "WARN"]
     args = [docker, "run", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}", tag]
     with open(log, "w") as sink:
         spawned = time.perf_counter()
@@ -270,11 +271,12 @@ def container_api(docker: str, tag: str, log: Path) -> Iterator[tuple[LocalApi, 
 
 def host_cold_start(root: Path, adapter: str, image_b64: str) -> tuple[float, dict[str, Any]]:
     """The same on the host (the worktree's .venv): cold start seconds, and its predict answer."""
-    spawned = time.perf_counter()
-    with serve_api(root, startup_timeout=STARTUP_TIMEOUT_S) as api:
-        _output(api.runsync({"input": {"op": "health"}}), "host health")
-        cold = time.perf_counter() - spawned
-        return cold, _output(api.runsync({"input": {"images": image_b64, "adapter": adapter}}), "host predict")
+    with LocalServer(HandlerCommand.exported(root)) as server:
+        if server.wait_ready(STARTUP_TIMEOUT_S) is None:
+            raise Failed(f"the host's local API never answered: {server.log_tail(3)}")
+        _output(server.api.runsync({"input": {"op": "health"}}), "host health")
+        cold = time.perf_counter() - server.spawned
+        return cold, _output(server.api.runsync({"input": {"images": image_b64, "adapter": adapter}}), "host predict")
 
 
 # -- 6. contents -------------------------------------------------------------------------------
