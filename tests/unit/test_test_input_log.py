@@ -8,7 +8,7 @@ import io
 import pytest
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
-from fastbackend.local import TestInputRun, parse_test_input_log
+from fastbackend.local import TestInputRun, parse_test_input
 
 
 def sdk_log(*lines: tuple[str, str]) -> str:
@@ -26,7 +26,7 @@ def sdk_log(*lines: tuple[str, str]) -> str:
 
 
 def read(log: str) -> TestInputRun:
-    return TestInputRun(0, 0.0, log, *parse_test_input_log(log))
+    return parse_test_input(0, 0.0, log)
 
 
 def test_a_large_input_cut_in_the_sdks_echo_does_not_hide_the_result():
