@@ -146,8 +146,26 @@ class JobResult:
 ProgressCallback = Callable[[str, str, float], None]  # (job id, status, seconds since submit)
 
 
+class _CredentialsStayOnHost(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, but drops `Authorization` when one leads to another
+    scheme, host or port: the API key is for the API host only (as requests and curl do)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 (urllib's signature)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for name in [k for k in new.headers if k.lower() == "authorization"]:
+                del new.headers[name]
+        return new
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+_OPENER = urllib.request.build_opener(_CredentialsStayOnHost())
 # Loopback requests never go through an HTTP(S)_PROXY the environment may set.
-_LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _CredentialsStayOnHost())
 
 
 def open_url(request: urllib.request.Request | str, timeout: float) -> Any:
@@ -156,7 +174,7 @@ def open_url(request: urllib.request.Request | str, timeout: float) -> Any:
     host = urllib.parse.urlsplit(url).hostname or ""
     if host in ("127.0.0.1", "localhost", "::1"):
         return _LOOPBACK_OPENER.open(request, timeout=timeout)
-    return urllib.request.urlopen(request, timeout=timeout)
+    return _OPENER.open(request, timeout=timeout)
 
 
 class ApiClient:

@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from worker.errors import ERROR_BODY_MAX_BYTES
+
 # Every setting is read from FASTBACKEND_<FIELD NAME> (see ENV_VARS below, built from the
 # dataclass so names and fields cannot drift). Nothing else in the runtime reads os.environ.
 ENV_PREFIX = "FASTBACKEND_"
@@ -45,6 +47,10 @@ class WorkerConfig:
     max_image_bytes: int = 8_000_000
     max_image_side: int = 4096
     max_image_pixels: int = 16_777_216
+    max_jpeg_scans: int = 32  # libjpeg writes 10 at most; each scan is one more pass over every pixel
+    max_job_pixels: int = 67_108_864  # decoded pixels of one job's images together (header sizes)
+    max_worker_pixels: int = 134_217_728  # the same over every job in flight in this worker
+    max_decode_ms: int = 10_000  # wall-clock budget for decoding one job's images
     max_batch: int = 64
     max_output_bytes: int = 18_000_000  # margin under RunPod's ~20 MB result limit
     concurrency: int = 1  # > 1: async handler, concurrent jobs micro-batched into one forward
@@ -63,6 +69,10 @@ class WorkerConfig:
             "max_image_bytes",
             "max_image_side",
             "max_image_pixels",
+            "max_jpeg_scans",
+            "max_job_pixels",
+            "max_worker_pixels",
+            "max_decode_ms",
             "max_batch",
             "max_output_bytes",
             "concurrency",
@@ -76,8 +86,17 @@ class WorkerConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_payload_bytes > RUNSYNC_LIMIT_BYTES:
             raise ConfigError(f"max_payload_bytes over RunPod's {RUNSYNC_LIMIT_BYTES} byte /runsync limit")
+        if self.max_output_bytes < ERROR_BODY_MAX_BYTES:
+            raise ConfigError(f"max_output_bytes must be >= {ERROR_BODY_MAX_BYTES} (an error answer must fit)")
         if self.max_output_bytes > RESULT_LIMIT_BYTES:
             raise ConfigError(f"max_output_bytes over RunPod's {RESULT_LIMIT_BYTES} byte result limit")
+        # Limits that contradict each other would refuse valid jobs forever (as RATE_LIMITED).
+        for small, large in (("max_batch", "max_queued_images"), ("max_job_pixels", "max_worker_pixels")):
+            if getattr(self, large) < getattr(self, small):
+                raise ConfigError(
+                    f"{large} ({getattr(self, large)}) is below {small} ({getattr(self, small)}): "
+                    "one valid job would be refused forever"
+                )
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -17,7 +17,7 @@ from worker.errors import ErrorCode, WorkerError
 MAX_TOP_K = 100
 
 Images = Union[StrictStr, Annotated[list[StrictStr], Field(min_length=1)]]
-_IMAGES_DOC = "base64-encoded PNG or JPEG (optionally as a data: URL); one string or a list"
+_IMAGES_DOC = "base64-encoded PNG, JPEG, WEBP, BMP, GIF or TIFF (optionally as a data: URL); one string or a list"
 
 
 class _Input(BaseModel):
