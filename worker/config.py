@@ -39,6 +39,13 @@ class WorkerConfig:
     max_image_side: int = 4096
     max_image_pixels: int = 16_777_216
     max_batch: int = 64
+    # Image sources besides base64 (worker/sources.py); both off unless the operator opts in.
+    input_root: str = ""  # {"path": ...} items are read only under this folder, e.g. /runpod-volume
+    url_allowlist: tuple[str, ...] = ()  # {"url": ...} items only from these hosts (exact or *.suffix)
+    url_allow_http: bool = False  # https only unless set
+    url_allow_networks: tuple[str, ...] = ()  # CIDRs fetched although private/loopback (tests: 127.0.0.0/8)
+    url_connect_timeout_ms: int = 3000
+    url_timeout_ms: int = 15000  # one fetch, redirects and body included; every read waits at most what is left
     max_output_bytes: int = 18_000_000  # margin under RunPod's ~20 MB result limit
     concurrency: int = 1  # > 1: async handler, concurrent jobs micro-batched into one forward
     max_batch_wait_ms: int = 5  # how long a micro-batch waits for more jobs after its first
@@ -60,6 +67,8 @@ class WorkerConfig:
             "max_output_bytes",
             "concurrency",
             "max_queued_images",
+            "url_connect_timeout_ms",
+            "url_timeout_ms",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -75,9 +84,21 @@ class WorkerConfig:
             raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        self._check_url_rules()
         for name in (*self.preload_adapters, *([self.merge_adapter] if self.merge_adapter else [])):
             if name != ALL and not _ADAPTER_NAME.match(name):
                 raise ConfigError(f"invalid adapter name {name!r}")
+
+    def _check_url_rules(self) -> None:
+        from worker.sources import parse_host_pattern, parse_network
+
+        try:
+            for pattern in self.url_allowlist:
+                parse_host_pattern(pattern)
+            for network in self.url_allow_networks:
+                parse_network(network)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def jobs_in_flight_limit(self) -> int:
@@ -98,7 +119,7 @@ class WorkerConfig:
                 continue
             raw = env[var].strip()
             try:
-                if f.name == "preload_adapters":
+                if f.type.startswith("tuple"):  # comma lists
                     values[f.name] = tuple(n.strip() for n in raw.split(",") if n.strip())
                 elif f.type == "int":
                     values[f.name] = int(raw)

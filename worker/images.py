@@ -59,7 +59,6 @@ def decode_image(encoded: str, field: str, max_bytes: int, max_side: int, max_pi
         WorkerError: IMAGE_TOO_LARGE (bytes, side or pixel count over the cap, checked before
             decoding) or IMAGE_DECODE_FAILED (bad base64, not PNG/JPEG, truncated or corrupt).
     """
-    from PIL import Image
 
     text = _DATA_URL.sub("", encoded, count=1)
     if len(text) * 3 // 4 > max_bytes:
@@ -68,6 +67,19 @@ def decode_image(encoded: str, field: str, max_bytes: int, max_side: int, max_pi
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise WorkerError(ErrorCode.IMAGE_DECODE_FAILED, f"{field}: not valid base64", field=field) from None
+    return decode_bytes(data, field, max_bytes, max_side, max_pixels)
+
+
+def decode_bytes(data: bytes, field: str, max_bytes: int, max_side: int, max_pixels: int) -> np.ndarray:
+    """Decode one PNG/JPEG file's bytes (from base64, a URL or a path) under the same caps.
+
+    Raises:
+        WorkerError: IMAGE_TOO_LARGE or IMAGE_DECODE_FAILED, as `decode_image`.
+    """
+    from PIL import Image
+
+    if len(data) > max_bytes:
+        raise WorkerError(ErrorCode.IMAGE_TOO_LARGE, f"{field}: over {max_bytes:,} bytes", field=field)
     try:
         kind, width, height = image_size(data)
     except (ValueError, struct.error) as exc:

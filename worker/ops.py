@@ -13,9 +13,10 @@ from worker import __version__
 from worker.batching import MicroBatcher
 from worker.config import WorkerConfig
 from worker.errors import ErrorCode, WorkerError
-from worker.images import decode_image
+from worker.images import decode_bytes, decode_image
 from worker.models import ModelHost
 from worker.schema import EchoInput, PredictInput, PreprocessInput, image_list
+from worker.sources import read_sources
 from worker.telemetry import Metrics
 
 
@@ -50,10 +51,11 @@ def decode_and_preprocess(
             field="images",
         )
     start = time.perf_counter()
-    field_name = "images" if isinstance(request.images, str) else "images[{}]"
+    fields = [f"images[{i}]" for i in range(len(encoded))] if isinstance(request.images, list) else ["images"]
+    sources = read_sources(encoded, fields, config)  # url/path items -> bytes; base64 strings as they are
+    caps = (config.max_image_bytes, config.max_image_side, config.max_image_pixels)
     images = [
-        decode_image(e, field_name.format(i), config.max_image_bytes, config.max_image_side, config.max_image_pixels)
-        for i, e in enumerate(encoded)
+        decode_image(s, f, *caps) if isinstance(s, str) else decode_bytes(s, f, *caps) for s, f in zip(sources, fields)
     ]
     decode_ms = _ms(start)
     start = time.perf_counter()
