@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -124,6 +125,17 @@ class Target:
     def local(cls, url: str) -> Target:
         """RunPod's local API server, e.g. `http://127.0.0.1:8000`."""
         return cls(url.rstrip("/"), None, "POST", False, f"local API {url.rstrip('/')}")
+
+
+def target_from(endpoint: str | None, local: str | None) -> Target | None:
+    """`--endpoint ID` (key from RUNPOD_API_KEY, base from RUNPOD_ENDPOINT_BASE_URL) or `--local URL`.
+
+    Raises:
+        ClientError: a malformed endpoint id or no API key.
+    """
+    if endpoint:
+        return Target.endpoint(endpoint, os.environ.get(API_KEY_ENV_VAR, ""), os.environ.get(BASE_URL_ENV_VAR))
+    return Target.local(local) if local else None
 
 
 @dataclass(frozen=True)
