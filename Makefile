@@ -37,9 +37,9 @@ test: venv lint
 	$(BIN)/fastbackend check --strict --summary exported/handler.py
 	$(BIN)/python -m pytest
 
-# The heavier reliability variants: 3,000 load requests, 5x the fuzz examples.
+# The heavier reliability variants: 3,000 load requests, 5x the fuzz examples, batch over 500 images.
 test-full: venv
-	FASTBACKEND_LOAD_REQUESTS=3000 FASTBACKEND_FUZZ_SCALE=5 $(MAKE) test
+	FASTBACKEND_LOAD_REQUESTS=3000 FASTBACKEND_FUZZ_SCALE=5 FASTBACKEND_BATCH_IMAGES=500 $(MAKE) test
 
 # Benchmarks print ratios against baselines measured in the same run, and refresh README's table.
 bench: venv
