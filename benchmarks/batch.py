@@ -6,7 +6,7 @@ One local API worker (FASTBACKEND_CONCURRENCY=4, micro-batching on) serves every
 one run, on the same images (the demo's digits as PNG files):
 - baseline: one `predict` job per image, each waited for (`invoke --local`, in-process: no
   process start counted), and `fastbackend invoke` as a command for a few images (with it);
-- batch: `run_batch` with the given concurrency, one image per job and 16 per job.
+- batch: `run_batch` with the given concurrency, 1, 16 and 64 (the worker's cap) images per job.
 The images/s of the best variant per worker is what README's 1M-image estimate starts from.
 """
 
@@ -73,7 +73,7 @@ def main() -> None:
             subprocess.run(command, cwd=ROOT, env=handler_env(), check=True, capture_output=True)
         results["`fastbackend invoke` command per image"] = (args.cli_images, time.perf_counter() - start)
 
-        for batch_size in (1, 16):
+        for batch_size in (1, 16, 64):
             out = work / f"results-{batch_size}.jsonl"
             options = BatchOptions(
                 dataset=data,

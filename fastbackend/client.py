@@ -288,7 +288,7 @@ class ApiClient:
         try:
             while True:
                 if progress:
-                    progress(job_id, str(answer.get("status", "?")), time.monotonic() - started)
+                    progress(job_id, status_text(answer), time.monotonic() - started)
                 if answer.get("status") in TERMINAL_STATUSES:
                     return answer
                 if time.monotonic() - started > max_wait:
@@ -351,6 +351,17 @@ class ApiClient:
     def run_and_wait(self, job: Mapping[str, Any]) -> dict[str, Any]:
         """POST `/run`, then poll `/status/{id}`; return the final raw answer."""
         return self.invoke(job, Mode.ASYNC).raw  # type: ignore[return-value]
+
+
+def status_text(answer: Mapping[str, Any]) -> str:
+    """A job's status for a progress line: `IN_PROGRESS 16/64 images (decode)` when the worker
+    reports progress (its `output` while the job runs), else the status alone."""
+    status = str(answer.get("status", "?"))
+    output = answer.get("output")
+    if status == "IN_PROGRESS" and isinstance(output, dict) and {"done", "total"} <= set(output):
+        stage = f" ({output['stage']})" if output.get("stage") else ""
+        return f"{status} {output['done']}/{output['total']} images{stage}"
+    return status
 
 
 def _json_body(payload: bytes) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def test_sigkill_midway_then_rerun_scores_every_image_exactly_once(root, digits_
     assert f"skipped {len(before)} already in the results file" in rerun.stderr
     sent = int(re.search(r"sent (\d+) images", rerun.stderr).group(1))
     assert sent == N_IMAGES - len(before), "the rerun sends only the missing images"
-    assert {row["path"] for row in rows[len(before) :]} == {row["path"] for row in rows} - set(p["path"] for p in before)
+    assert {row["path"] for row in rows[len(before) :]} == set(paths) - {row["path"] for row in before}
     assert all(row["code"] is None and row["attempt"] == 1 for row in rows)
     correct = sum(row["label"] == row["true_label"] for row in rows)
     assert correct / N_IMAGES >= 0.9, f"{correct}/{N_IMAGES}: the lines do not match their images"

@@ -19,6 +19,15 @@ ALL = "*"
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+# Set by RunPod on a deployed worker (the SDK posts results there); absent in the local modes.
+PRODUCTION_ENV_VAR = "RUNPOD_WEBHOOK_POST_OUTPUT"
+
+
+def production_mode(environ: Mapping[str, str] | None = None) -> bool:
+    """True on a deployed worker, where the SDK can post progress and results to RunPod."""
+    return bool((os.environ if environ is None else environ).get(PRODUCTION_ENV_VAR))
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the variable."""
 
@@ -53,6 +62,8 @@ class WorkerConfig:
     max_queued_images: int = 1024
     rss_ceiling_mb: int = 0  # 0 = off; above it the worker asks RunPod to recycle it
     cuda_cache_limit_mb: int = 2048
+    progress_min_images: int = 32  # production mode: jobs this large report progress; 0 = never
+    progress_interval_ms: int = 1000  # at most one progress update per job this often
     warmup: bool = True
     log_level: str = "INFO"
 
@@ -73,7 +84,14 @@ class WorkerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_jobs_in_flight", "rss_ceiling_mb", "cuda_cache_limit_mb", "max_batch_wait_ms"):
+        for name in (
+            "max_jobs_in_flight",
+            "rss_ceiling_mb",
+            "cuda_cache_limit_mb",
+            "max_batch_wait_ms",
+            "progress_min_images",
+            "progress_interval_ms",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_payload_bytes > RUNSYNC_LIMIT_BYTES:

@@ -15,6 +15,7 @@ from worker.config import WorkerConfig
 from worker.errors import ErrorCode, WorkerError
 from worker.images import decode_bytes, decode_image
 from worker.models import ModelHost
+from worker.progress import report
 from worker.schema import EchoInput, PredictInput, PreprocessInput, image_list
 from worker.sources import read_sources
 from worker.telemetry import Metrics
@@ -54,9 +55,12 @@ def decode_and_preprocess(
     fields = [f"images[{i}]" for i in range(len(encoded))] if isinstance(request.images, list) else ["images"]
     sources = read_sources(encoded, fields, config)  # url/path items -> bytes; base64 strings as they are
     caps = (config.max_image_bytes, config.max_image_side, config.max_image_pixels)
-    images = [
-        decode_image(s, f, *caps) if isinstance(s, str) else decode_bytes(s, f, *caps) for s, f in zip(sources, fields)
-    ]
+    images = []
+    for i, (source, name) in enumerate(zip(sources, fields)):
+        images.append(
+            decode_image(source, name, *caps) if isinstance(source, str) else decode_bytes(source, name, *caps)
+        )
+        report(i + 1, "decode")
     decode_ms = _ms(start)
     start = time.perf_counter()
     pixels = host.fns.to_pixel_values(images, host.transform, host.preprocess_config)

@@ -20,12 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from worker.batching import MicroBatcher
-from worker.config import ConfigError, WorkerConfig
+from worker.config import ConfigError, WorkerConfig, production_mode
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, WorkerError, classify, error_response
 from worker.limits import check_output, check_payload
 from worker.models import ModelHost
 from worker.ops import OPERATIONS, WorkerState
+from worker.progress import reporter_for, reporting
 from worker.schema import OPS, parse_input
 from worker.telemetry import Metrics, configure_logging, log_event, rss_mb
 
@@ -70,6 +71,7 @@ class Worker:
         self.state: WorkerState | None = None
         self.admission = Admission(1, 1)
         self._executor: ThreadPoolExecutor | None = None
+        self.production = False  # set by setup(): progress updates only where RunPod takes them
 
     # -- setup ---------------------------------------------------------------
     def setup(self, config: WorkerConfig | None = None) -> WorkerState:
@@ -81,6 +83,7 @@ class Worker:
         state = WorkerState(config, ModelHost(config, self.functions), Metrics())
         self.state = state
         self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images)
+        self.production = production_mode()
         timings["config_ms"] = _ms(start)
         for stage, step in (
             ("load_base_ms", state.host.load_base),
@@ -149,7 +152,15 @@ class Worker:
             run, needs_model = OPERATIONS[request.op]
             if needs_model and not state.ready:
                 raise WorkerError(ErrorCode.MODEL_NOT_READY, "the model is not loaded yet (setup has not finished)")
-            with self.admission.admit(_image_count(raw)):
+            images = _image_count(raw)
+            progress = reporter_for(
+                job,
+                images,
+                production=self.production,
+                min_images=state.config.progress_min_images,
+                interval_ms=state.config.progress_interval_ms,
+            )
+            with self.admission.admit(images), reporting(progress):
                 body = {"status": "success", "op": request.op, **run(state, request)}
             if isinstance(body.get("timings"), dict):
                 body["timings"]["total_ms"] = _ms(started)

@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from worker.errors import ErrorCode, WorkerError
+from worker.progress import report
 
 if TYPE_CHECKING:
     from worker.config import WorkerConfig
@@ -404,6 +405,7 @@ def read_sources(items: Sequence[Any], fields: Sequence[str], config: WorkerConf
         return out
     with ThreadPoolExecutor(min(MAX_PARALLEL_FETCHES, len(wanted)), thread_name_prefix="fastbackend-fetch") as pool:
         futures = {i: pool.submit(read_source, items[i], fields[i], config) for i in wanted}
-        for i in wanted:
+        for done, i in enumerate(wanted, start=1):
             out[i] = futures[i].result()
+            report(done, "fetch")  # from this (the job's) thread: the reporter is the job's
     return out
