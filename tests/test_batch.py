@@ -182,3 +182,19 @@ def test_bad_arguments_and_datasets_are_refused_before_sending(tmp_path, capsys,
     assert "no such folder or file" in capsys.readouterr().err
     assert main(["batch", str(tmp_path), "--local", "http://127.0.0.1:9", "--out", "x", "--remote-root", "/v"]) == 2
     assert "--remote-root needs --by-reference" in capsys.readouterr().err
+
+
+def test_the_documented_batch_commands_parse(root):
+    import shlex
+
+    from fastbackend.cli import build_parser
+
+    readme = (root / "README.md").read_text()
+    section = readme[
+        readme.index("## Scoring a dataset\n") : readme.index("\n## ", readme.index("## Scoring a dataset"))
+    ]
+    lines = [line.split("#")[0].rstrip(" &") for line in section.splitlines() if ".venv/bin/fastbackend " in line]
+    assert sum(" batch " in line for line in lines) >= 4
+    for line in lines:
+        argv = shlex.split(line.replace("<endpoint id>", "abc123"))
+        build_parser().parse_args(argv[argv.index(".venv/bin/fastbackend") + 1 :])

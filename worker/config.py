@@ -108,7 +108,7 @@ class WorkerConfig:
                 raise ConfigError(f"invalid adapter name {name!r}")
 
     def _check_url_rules(self) -> None:
-        from worker.sources import parse_host_pattern, parse_network
+        from worker.source_rules import parse_host_pattern, parse_network
 
         try:
             for pattern in self.url_allowlist:

@@ -8,7 +8,7 @@ import pytest
 
 from worker.config import ConfigError, WorkerConfig
 from worker.errors import ErrorCode
-from worker.sources import (
+from worker.source_rules import (
     FetchFailed,
     SourceRefused,
     UrlPolicy,
