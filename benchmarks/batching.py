@@ -30,13 +30,12 @@ def main() -> None:
 
     from PIL import Image
 
-    from exported import inference, preprocess
     from exported.demo_models import load_digit_task
+    from exported.handler import WORKER as GENERATED  # the notebook functions export wired in
     from worker.config import WorkerConfig
-    from worker.contract import NotebookFunctions
     from worker.runtime import Worker
 
-    functions = NotebookFunctions.from_modules(preprocess, inference)
+    functions = GENERATED.functions
 
     def worker(concurrency: int) -> Worker:
         w = Worker(functions)

@@ -29,18 +29,17 @@ def main() -> None:
 
     from PIL import Image
 
-    from exported import inference, preprocess
     from exported.demo_models import load_digit_task
+    from exported.handler import WORKER as GENERATED  # the notebook functions export wired in
     from worker.config import WorkerConfig
-    from worker.contract import NotebookFunctions
     from worker.runtime import Worker
 
-    worker = Worker(NotebookFunctions.from_modules(preprocess, inference))
+    worker = Worker(GENERATED.functions)
     worker.setup(
         WorkerConfig(base_model=f"{args.models}/base", adapters_dir=f"{args.models}/adapters", log_level="ERROR")
     )
     logging.getLogger("fastbackend").setLevel(logging.ERROR)  # measure the work, not the terminal
-    host = worker.state.host
+    host = worker.host
     images, _ = load_digit_task("inverted", "test")
 
     def b64(array: np.ndarray) -> str:
@@ -62,8 +61,8 @@ def main() -> None:
             overhead_s.append(elapsed - (t["decode_ms"] + t["preprocess_ms"] + t["forward_ms"]) / 1000)
             start = time.perf_counter()
             decoded = [np.asarray(Image.open(io.BytesIO(base64.b64decode(e)))) for e in encoded]
-            pixels = preprocess.to_pixel_values(decoded, host.transform, host.preprocess_config)
-            inference.predict_logits(host.model, pixels, "inverted")
+            pixels = host.fns.to_pixel_values(decoded, host.transform, host.preprocess_config)
+            host.fns.predict_logits(host.model, pixels, "inverted")
             floor_s.append(time.perf_counter() - start)
         h, f, o = median_ms(handler_s), median_ms(floor_s), median_ms(overhead_s)
         rows.append((batch, h, f, f"{h / f:.2f}x", o))

@@ -25,19 +25,20 @@ Configuration comes from FASTBACKEND_* environment variables (worker/config.py).
 
 from __future__ import annotations
 
-import os
+from worker.environment import quiet_environment
 
 # Offline and quiet before the ML libraries are imported: albumentations checks for updates
 # on import, and a serverless worker must never wait on the network to start.
-for _var in ("NO_ALBUMENTATIONS_UPDATE", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):
-    os.environ.setdefault(_var, "1")
+quiet_environment()
 
+# The modules `fastbackend export` wrote from the notebooks that define the functions
+# worker/contract.py asks for (export fails when one is missing).
 from exported import inference, preprocess  # noqa: E402
 from worker.contract import NotebookFunctions  # noqa: E402
 from worker.runtime import Worker  # noqa: E402
 
 # Creating the Worker loads nothing: importing this module (as tests do) stays cheap.
-WORKER = Worker(NotebookFunctions.from_modules(preprocess, inference))
+WORKER = Worker(NotebookFunctions.from_modules(inference, preprocess))
 
 
 def handler(job: dict) -> dict:

@@ -7,8 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-# Libraries the dev tools drive must stay offline and quiet on a pod or a laptop alike.
-QUIET_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+from worker.environment import quiet_environment
 
 
 def _root() -> Path:
@@ -365,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    # Libraries the dev tools drive must stay offline and quiet on a pod or a laptop alike.
+    quiet_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "invoke" and args.async_ and not (args.endpoint or args.local):

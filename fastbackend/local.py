@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fastbackend.client import ApiClient, Target, open_url
+from worker.environment import QUIET_ENV
 
 HANDLER_MODULE = "exported.handler"
 _RESULT_PREFIX = "Job result: "
@@ -35,9 +36,7 @@ def handler_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update(
         {
             "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-            "NO_ALBUMENTATIONS_UPDATE": "1",
-            "HF_HUB_OFFLINE": "1",
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            **QUIET_ENV,
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from worker.environment import quiet_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -13,8 +14,7 @@ MODELS = ROOT / "models"
 # Fixture notebooks and handlers are inputs to tests, not tests: nbval must not run them.
 collect_ignore_glob = ["fixtures/*"]
 
-for key, value in {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
-    os.environ.setdefault(key, value)
+quiet_environment()
 
 
 @pytest.fixture(scope="session")
@@ -76,14 +76,13 @@ def digit(task: str, index: int):
 @pytest.fixture(scope="session")
 def make_worker(models_dir):
     """Build a set-up Worker as the generated handler does, with config overrides."""
-    from exported import inference, preprocess
+    from exported.handler import WORKER as GENERATED  # the notebook functions export wired into the handler
     from worker.config import WorkerConfig
-    from worker.contract import NotebookFunctions
     from worker.runtime import Worker
 
     def make(functions=None, **overrides):
         values = {"base_model": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters"), **overrides}
-        worker = Worker(functions or NotebookFunctions.from_modules(preprocess, inference))
+        worker = Worker(functions or GENERATED.functions)
         worker.setup(WorkerConfig(**values))
         return worker
 

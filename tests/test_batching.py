@@ -14,14 +14,13 @@ from fastbackend.local import serve_api
 
 
 def functions_recording_forwards(calls: list):
-    from exported import inference, preprocess
-    from worker.contract import NotebookFunctions
+    from exported.handler import WORKER
 
-    functions = NotebookFunctions.from_modules(preprocess, inference)
+    functions = WORKER.functions
 
     def recording(model, pixels, adapter=None):
         calls.append((adapter, len(pixels)))
-        return inference.predict_logits(model, pixels, adapter)
+        return functions.predict_logits(model, pixels, adapter)
 
     return replace(functions, predict_logits=recording)
 
@@ -40,8 +39,8 @@ def test_same_batch_gives_bit_identical_logits_to_one_direct_forward(make_worker
     batched = make_worker(concurrency=4, max_batch=4, max_batch_wait_ms=2000, warmup=False)
     jobs = [job("inverted", i, "inverted", return_logits=True) for i in range(4)]
     answers = asyncio.run(gather(batched, jobs))
-    assert batched.state.batcher.stats()["batch_size_histogram"] == {"4": 1}, "the four jobs met in one forward"
-    host = batched.state.host
+    assert batched.batcher.stats()["batch_size_histogram"] == {"4": 1}, "the four jobs met in one forward"
+    host = batched.host
     from worker.images import decode_image
 
     # Rows in submission order are not guaranteed; compare each job with its own row of one direct forward.

@@ -64,11 +64,10 @@ def test_input_error_codes(worker, valid_job, code):
 
 
 def test_model_not_ready_before_setup(valid_job):
-    from exported import inference, preprocess
-    from worker.contract import NotebookFunctions
+    from exported.handler import WORKER
     from worker.runtime import Worker
 
-    fresh = Worker(NotebookFunctions.from_modules(preprocess, inference))
+    fresh = Worker(WORKER.functions)
     assert_error(fresh.handle(valid_job[0]), ErrorCode.MODEL_NOT_READY)
 
 
@@ -113,10 +112,9 @@ def test_adapter_incompatible(make_worker, models_dir, tmp_path, valid_job):
 def _functions_with(**replaced):
     from dataclasses import replace
 
-    from exported import inference, preprocess
-    from worker.contract import NotebookFunctions
+    from exported.handler import WORKER
 
-    return replace(NotebookFunctions.from_modules(preprocess, inference), **replaced)
+    return replace(WORKER.functions, **replaced)
 
 
 def test_internal_for_a_non_json_result_instead_of_a_hang(make_worker, valid_job):

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from worker.telemetry import percentile
+
 
 @dataclass
 class _Request:
@@ -107,9 +109,12 @@ class MicroBatcher:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             waits = sorted(self._queue_wait_ms)
-        pick = (lambda q: round(waits[min(len(waits) - 1, int(q * len(waits)))], 3)) if waits else (lambda q: 0.0)
         return {
             "batch_size_histogram": {str(k): v for k, v in sorted(self._batch_sizes.items())},
             "forwards": sum(self._batch_sizes.values()),
-            "queue_wait_ms": {"p50": pick(0.5), "p95": pick(0.95), "max": waits[-1] if waits else 0.0},
+            "queue_wait_ms": {
+                "p50": percentile(waits, 0.5),
+                "p95": percentile(waits, 0.95),
+                "max": percentile(waits, 1),
+            },
         }

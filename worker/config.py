@@ -16,7 +16,14 @@ RUN_LIMIT_BYTES = 10_000_000  # and /run bodies over 10 MB
 RESULT_LIMIT_BYTES = 20_000_000  # results over ~20 MB fail to post
 
 ALL = "*"
-_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# The adapter-name rule, for config, job input (schema.py) and adapter folders (models.py):
+# a name is also a folder name, so no separators, no leading dot, bounded length.
+ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_ADAPTER_NAME = re.compile(ADAPTER_NAME_PATTERN)
+
+
+def is_adapter_name(name: str) -> bool:
+    return bool(_ADAPTER_NAME.match(name))
 
 
 # Set by RunPod on a deployed worker (the SDK posts results there); absent in the local modes.
@@ -104,7 +111,7 @@ class WorkerConfig:
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         self._check_url_rules()
         for name in (*self.preload_adapters, *([self.merge_adapter] if self.merge_adapter else [])):
-            if name != ALL and not _ADAPTER_NAME.match(name):
+            if name != ALL and not is_adapter_name(name):
                 raise ConfigError(f"invalid adapter name {name!r}")
 
     def _check_url_rules(self) -> None:

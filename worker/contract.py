@@ -1,8 +1,9 @@
 """What the runtime needs from the exported notebook modules.
 
-The generated handler fills a NotebookFunctions from `exported.preprocess` and
-`exported.inference`; the runtime never imports exported code itself, so the same runtime
-serves any notebooks that provide these functions.
+The generated handler fills a NotebookFunctions from the exported modules that define these
+functions (`fastbackend export` finds them, and fails naming any that no notebook exports); the
+runtime never imports exported code itself, so the same runtime serves any notebooks that
+provide these functions.
 """
 
 from __future__ import annotations

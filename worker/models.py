@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -10,11 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.config import ALL, WorkerConfig
+from worker.config import ALL, WorkerConfig, is_adapter_name
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, ModelLoadFailed, WorkerError
-
-_ADAPTER_DIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,7 @@ def scan_adapters(adapters_dir: Path, fns: NotebookFunctions) -> dict[str, Adapt
         raise ModelLoadFailed(f"{adapters_dir}: unreadable ({exc.strerror or exc})") from exc
     registry = {}
     for path in candidates:
-        if _ADAPTER_DIR_NAME.match(path.name):
+        if is_adapter_name(path.name):
             meta = fns.read_adapter_meta(path)
             registry[path.name] = AdapterEntry(path.name, path, meta.get("task", ""), meta.get("description", ""))
     return registry
@@ -83,6 +80,7 @@ class ModelHost:
     def preload(self) -> list[str]:
         """Load the configured adapters (or merge the one to merge). Returns the names loaded."""
         if self.config.merge_adapter:
+            self.validate(self.config.merge_adapter)
             self.ensure(self.config.merge_adapter)
             with self.lock:
                 self.model = self.fns.merge_adapter(self.model, self.config.merge_adapter)
@@ -90,6 +88,7 @@ class ModelHost:
             return [self.merged]
         wanted = list(self.registry) if ALL in self.config.preload_adapters else list(self.config.preload_adapters)
         for name in wanted[: self.config.adapter_cache_size]:
+            self.validate(name)
             self.ensure(name)
         return list(self._cache)
 
@@ -105,6 +104,9 @@ class ModelHost:
     # -- serving -------------------------------------------------------------
     def validate(self, name: str | None) -> None:
         """Refuse an adapter this worker cannot serve, before any work is done for the job.
+
+        Called once per job (the predict op) and per configured adapter (preload); `ensure`
+        and `forward` trust a validated name.
 
         Raises:
             WorkerError: UNKNOWN_ADAPTER.
@@ -130,12 +132,11 @@ class ModelHost:
             raise WorkerError(ErrorCode.UNKNOWN_ADAPTER, f"unknown adapter {name!r}; known: {known}", field="adapter")
 
     def ensure(self, name: str | None) -> None:
-        """Make an adapter ready to serve: a cache hit, or a load (evicting the LRU one).
+        """Make a validated adapter ready to serve: a cache hit, or a load (evicting the LRU one).
 
         Raises:
-            WorkerError: UNKNOWN_ADAPTER, or ADAPTER_INCOMPATIBLE from the loader.
+            WorkerError: ADAPTER_INCOMPATIBLE from the loader.
         """
-        self.validate(name)
         if name is None or self.merged:
             return
         entry = self.registry[name]
@@ -157,6 +158,7 @@ class ModelHost:
                 self.counters["evictions"] += 1
 
     def forward(self, pixel_values: Any, adapter: str | None) -> Any:
+        """Logits for `pixel_values` through a validated adapter (None = the base)."""
         with self.lock:
             self.ensure(adapter)
             return self.fns.predict_logits(self.model, pixel_values, None if self.merged else adapter)

@@ -1,49 +1,39 @@
-"""The operations a job can ask for. Each takes the worker state and a validated request."""
+"""The operations a job can ask for. Each takes the set-up Worker and a validated request."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from worker import __version__
-from worker.batching import MicroBatcher
-from worker.config import WorkerConfig
 from worker.errors import ErrorCode, WorkerError
 from worker.images import decode_bytes, decode_image
-from worker.models import ModelHost
 from worker.progress import report
-from worker.schema import EchoInput, PredictInput, PreprocessInput, image_list
+from worker.schema import (
+    AdaptersInput,
+    EchoInput,
+    HealthInput,
+    MetricsInput,
+    PingInput,
+    PredictInput,
+    PreprocessInput,
+    image_list,
+)
 from worker.sources import read_sources
-from worker.telemetry import Metrics
+from worker.telemetry import ms_since
 
-
-@dataclass
-class WorkerState:
-    config: WorkerConfig
-    host: ModelHost
-    metrics: Metrics
-    ready: bool = False
-    startup_ms: dict[str, float] = field(default_factory=dict)
-    batcher: MicroBatcher | None = None  # set when concurrency > 1
-
-    def forward(self, pixels: np.ndarray, adapter: str | None) -> np.ndarray:
-        """One job's logits: through the micro-batcher when jobs run concurrently."""
-        return (self.batcher or self.host).forward(pixels, adapter)
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)
+if TYPE_CHECKING:  # annotations only: runtime.py imports this module, never the reverse at run time
+    from worker.runtime import Worker
 
 
 def decode_and_preprocess(
-    state: WorkerState, request: PredictInput | PreprocessInput
+    worker: Worker, request: PredictInput | PreprocessInput
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Decode (caps first) and preprocess the request's images; returns pixels and timings."""
-    config, host = state.config, state.host
+    config, host = worker.config, worker.host
     encoded = image_list(request)
     if len(encoded) > config.max_batch:
         raise WorkerError(
@@ -61,27 +51,27 @@ def decode_and_preprocess(
             decode_image(source, name, *caps) if isinstance(source, str) else decode_bytes(source, name, *caps)
         )
         report(i + 1, "decode")
-    decode_ms = _ms(start)
+    decode_ms = ms_since(start)
     start = time.perf_counter()
     pixels = host.fns.to_pixel_values(images, host.transform, host.preprocess_config)
-    return pixels, {"decode_ms": decode_ms, "preprocess_ms": _ms(start)}
+    return pixels, {"decode_ms": decode_ms, "preprocess_ms": ms_since(start)}
 
 
-def predict(state: WorkerState, request: PredictInput) -> dict[str, Any]:
-    state.host.validate(request.adapter)
-    pixels, timings = decode_and_preprocess(state, request)
+def predict(worker: Worker, request: PredictInput) -> dict[str, Any]:
+    worker.host.validate(request.adapter)
+    pixels, timings = decode_and_preprocess(worker, request)
     start = time.perf_counter()
-    logits = state.forward(pixels, request.adapter)
-    timings["forward_ms"] = _ms(start)
-    predictions = state.host.fns.top_k(logits, request.top_k, state.host.labels)
+    logits = worker.forward(pixels, request.adapter)
+    timings["forward_ms"] = ms_since(start)
+    predictions = worker.host.fns.top_k(logits, request.top_k, worker.host.labels)
     if request.return_logits:
         for prediction, row in zip(predictions, logits):
             prediction["logits"] = [float(v) for v in row]
     return {"adapter": request.adapter, "predictions": predictions, "timings": timings}
 
 
-def preprocess(state: WorkerState, request: PreprocessInput) -> dict[str, Any]:
-    pixels, timings = decode_and_preprocess(state, request)
+def preprocess(worker: Worker, request: PreprocessInput) -> dict[str, Any]:
+    pixels, timings = decode_and_preprocess(worker, request)
     result: dict[str, Any] = {
         "shape": list(pixels.shape),
         "dtype": str(pixels.dtype),
@@ -95,28 +85,28 @@ def preprocess(state: WorkerState, request: PreprocessInput) -> dict[str, Any]:
     return result
 
 
-def adapters(state: WorkerState, request: Any) -> dict[str, Any]:
-    loaded = set(state.host.cache_state()["loaded"])
+def adapters(worker: Worker, request: Any) -> dict[str, Any]:
+    loaded = set(worker.host.cache_state()["loaded"])
     return {
         "adapters": [
             {"name": e.name, "task": e.task, "description": e.description, "loaded": e.name in loaded}
-            for e in state.host.registry.values()
+            for e in worker.host.registry.values()
         ],
-        "merged": state.host.merged or None,
+        "merged": worker.host.merged or None,
     }
 
 
-def health(state: WorkerState, request: Any) -> dict[str, Any]:
-    c = state.config
+def health(worker: Worker, request: Any) -> dict[str, Any]:
+    c = worker.config
     return {
-        "ready": state.ready,
+        "ready": worker.ready,
         "version": __version__,
         "base_model": c.base_model,
-        "base_fingerprint": state.host.fingerprint or None,
-        "device": state.host.device() if state.ready else c.device,
+        "base_fingerprint": worker.host.fingerprint or None,
+        "device": worker.host.device() if worker.ready else c.device,
         "dtype": c.dtype,
-        "startup_ms": state.startup_ms,
-        "adapter_cache": state.host.cache_state(),
+        "startup_ms": worker.startup_ms,
+        "adapter_cache": worker.host.cache_state(),
         "limits": {
             "max_payload_bytes": c.max_payload_bytes,
             "max_image_bytes": c.max_image_bytes,
@@ -131,33 +121,33 @@ def health(state: WorkerState, request: Any) -> dict[str, Any]:
             "max_queued_images": c.max_queued_images,
         },
         "batching": {
-            "enabled": state.batcher is not None,
+            "enabled": worker.batcher is not None,
             "max_batch_images": c.max_batch,
             "max_batch_wait_ms": c.max_batch_wait_ms,
         },
     }
 
 
-def metrics(state: WorkerState, request: Any) -> dict[str, Any]:
-    batching = state.batcher.stats() if state.batcher else None
-    return {**state.metrics.snapshot(), "adapter_cache": state.host.cache_state(), "batching": batching}
+def metrics(worker: Worker, request: Any) -> dict[str, Any]:
+    batching = worker.batcher.stats() if worker.batcher else None
+    return {**worker.metrics.snapshot(), "adapter_cache": worker.host.cache_state(), "batching": batching}
 
 
-def ping(state: WorkerState, request: Any) -> dict[str, Any]:
-    return {"pong": True, "ready": state.ready}
+def ping(worker: Worker, request: Any) -> dict[str, Any]:
+    return {"pong": True, "ready": worker.ready}
 
 
-def echo(state: WorkerState, request: EchoInput) -> dict[str, Any]:
+def echo(worker: Worker, request: EchoInput) -> dict[str, Any]:
     return {"payload": request.payload}
 
 
-# op -> (function, needs the model loaded)
-OPERATIONS: dict[str, tuple[Callable[[WorkerState, Any], dict[str, Any]], bool]] = {
-    "predict": (predict, True),
-    "preprocess": (preprocess, True),
-    "adapters": (adapters, True),
-    "health": (health, False),
-    "metrics": (metrics, False),
-    "ping": (ping, False),
-    "echo": (echo, False),
+# request model (worker/schema.py, which names the ops) -> (function, needs the model loaded)
+OPERATIONS: dict[type, tuple[Callable[[Worker, Any], dict[str, Any]], bool]] = {
+    PredictInput: (predict, True),
+    PreprocessInput: (preprocess, True),
+    AdaptersInput: (adapters, True),
+    HealthInput: (health, False),
+    MetricsInput: (metrics, False),
+    PingInput: (ping, False),
+    EchoInput: (echo, False),
 }

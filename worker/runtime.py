@@ -19,16 +19,18 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from worker.batching import MicroBatcher
 from worker.config import ConfigError, WorkerConfig, production_mode
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, WorkerError, classify, error_response
 from worker.limits import check_output, check_payload
 from worker.models import ModelHost
-from worker.ops import OPERATIONS, WorkerState
+from worker.ops import OPERATIONS
 from worker.progress import reporter_for, reporting
-from worker.schema import OPS, parse_input
-from worker.telemetry import Metrics, configure_logging, log_event, rss_mb
+from worker.schema import OPS, parse_input, requested_op
+from worker.telemetry import Metrics, configure_logging, log_event, ms_since, rss_mb
 
 
 class Admission:
@@ -64,46 +66,52 @@ def _image_count(raw: Any) -> int:
 
 
 class Worker:
-    """Holds no model until `setup()`; creating one is cheap and has no side effects."""
+    """The serving side: config, admission, batching, metrics, and `handle`. The model itself
+    (base, adapters, cache) is the ModelHost's. Holds no model until `setup()`; creating a
+    Worker is cheap and has no side effects."""
 
     def __init__(self, functions: NotebookFunctions) -> None:
         self.functions = functions
-        self.state: WorkerState | None = None
+        self.config: WorkerConfig | None = None  # set by setup()
+        self.host: ModelHost | None = None  # set by setup(); loaded when `ready`
+        self.metrics = Metrics()
+        self.ready = False
+        self.startup_ms: dict[str, float] = {}
+        self.batcher: MicroBatcher | None = None  # when concurrency > 1
         self.admission = Admission(1, 1)
         self._executor: ThreadPoolExecutor | None = None
         self.production = False  # set by setup(): progress updates only where RunPod takes them
 
     # -- setup ---------------------------------------------------------------
-    def setup(self, config: WorkerConfig | None = None) -> WorkerState:
+    def setup(self, config: WorkerConfig | None = None) -> Worker:
         """Config, base model, adapters, warm-up. Raises WorkerError/ConfigError on failure."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        config = config or WorkerConfig.from_env()
+        config = self.config = config or WorkerConfig.from_env()
         configure_logging(config.log_level)
-        state = WorkerState(config, ModelHost(config, self.functions), Metrics())
-        self.state = state
+        host = self.host = ModelHost(config, self.functions)
         self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images)
         self.production = production_mode()
-        timings["config_ms"] = _ms(start)
+        timings["config_ms"] = ms_since(start)
         for stage, step in (
-            ("load_base_ms", state.host.load_base),
-            ("preload_adapters_ms", state.host.preload),
-            ("warmup_ms", state.host.warm_up if config.warmup else None),
+            ("load_base_ms", host.load_base),
+            ("preload_adapters_ms", host.preload),
+            ("warmup_ms", host.warm_up if config.warmup else None),
         ):
             if step is not None:
                 start = time.perf_counter()
                 step()
-                timings[stage] = _ms(start)
+                timings[stage] = ms_since(start)
         if config.concurrency > 1:
-            state.batcher = MicroBatcher(state.host.forward, config.max_batch, config.max_batch_wait_ms)
+            self.batcher = MicroBatcher(host.forward, config.max_batch, config.max_batch_wait_ms)
             self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="fastbackend-job")
         timings["total_ms"] = round(sum(timings.values()), 3)
-        state.startup_ms = timings
-        state.ready = True
-        log_event("setup.done", **timings, adapters=list(state.host.registry), device=state.host.device())
-        return state
+        self.startup_ms = timings
+        self.ready = True
+        log_event("setup.done", **timings, adapters=list(host.registry), device=host.device())
+        return self
 
-    def setup_or_exit(self, config: WorkerConfig | None = None) -> WorkerState:
+    def setup_or_exit(self, config: WorkerConfig | None = None) -> Worker:
         """`setup()`, or exit non-zero with one clear line: no job is pulled by a broken worker."""
         try:
             return self.setup(config)
@@ -119,8 +127,12 @@ class Worker:
 
     def start_options(self) -> dict[str, Any]:
         """Extra keys for runpod.serverless.start: the concurrency from config."""
-        concurrency = self.state.config.concurrency if self.state else 1
+        concurrency = self.config.concurrency if self.config else 1
         return {"concurrency_modifier": lambda current: concurrency}
+
+    def forward(self, pixels: np.ndarray, adapter: str | None) -> np.ndarray:
+        """One job's logits (adapter already validated): through the micro-batcher when jobs overlap."""
+        return (self.batcher or self.host).forward(pixels, adapter)
 
     # -- jobs ----------------------------------------------------------------
     async def handle_async(self, job: Any) -> dict[str, Any]:
@@ -141,56 +153,55 @@ class Worker:
         op = "invalid"
         refresh = False
         try:
-            state = self._require_state()
+            config = self._require_setup()
             raw = job.get("input") if isinstance(job, dict) else None
             if raw is None:
                 raise WorkerError(ErrorCode.INVALID_INPUT, "job has no `input`", field="input")
-            if isinstance(raw, dict) and raw.get("op", "predict") in OPS:
-                op = raw.get("op", "predict")
-            check_payload(raw, state.config.max_payload_bytes)
+            if requested_op(raw) in OPS:
+                op = requested_op(raw)
+            check_payload(raw, config.max_payload_bytes)
             request = parse_input(raw)
-            run, needs_model = OPERATIONS[request.op]
-            if needs_model and not state.ready:
+            run, needs_model = OPERATIONS[type(request)]
+            if needs_model and not self.ready:
                 raise WorkerError(ErrorCode.MODEL_NOT_READY, "the model is not loaded yet (setup has not finished)")
             images = _image_count(raw)
             progress = reporter_for(
                 job,
                 images,
                 production=self.production,
-                min_images=state.config.progress_min_images,
-                interval_ms=state.config.progress_interval_ms,
+                min_images=config.progress_min_images,
+                interval_ms=config.progress_interval_ms,
             )
             with self.admission.admit(images), reporting(progress):
-                body = {"status": "success", "op": request.op, **run(state, request)}
+                body = {"status": "success", "op": request.op, **run(self, request)}
             if isinstance(body.get("timings"), dict):
-                body["timings"]["total_ms"] = _ms(started)
-            check_output(body, state.config.max_output_bytes)
+                body["timings"]["total_ms"] = ms_since(started)
+            check_output(body, config.max_output_bytes)
             code = None
         except Exception as exc:  # the one place any failure becomes an answer
             error = classify(exc)
             if error.code is ErrorCode.INTERNAL:
                 logging.getLogger("fastbackend").exception("job.internal_error", extra={"fields": {"job_id": job_id}})
             body, code, refresh = error_response(error, job_id), error.code.value, error.fatal
-        duration = _ms(started)
+        duration = ms_since(started)
         refresh = self._after_job(op, code, duration, job_id) or refresh
         if refresh:
             body["refresh_worker"] = True
         return body
 
-    def _require_state(self) -> WorkerState:
-        if self.state is None:
+    def _require_setup(self) -> WorkerConfig:
+        if self.config is None or self.host is None:
             raise WorkerError(ErrorCode.MODEL_NOT_READY, "the worker has not been set up (call setup() before start())")
-        return self.state
+        return self.config
 
     def _after_job(self, op: str, code: str | None, duration_ms: float, job_id: str | None) -> bool:
         """Metrics, one log line, memory housekeeping. True when the worker should be recycled."""
-        state = self.state
-        if state is None:
+        self.metrics.observe(op, "error" if code else "success", duration_ms, code)
+        if self.config is None or self.host is None:
             return False
-        state.metrics.observe(op, "error" if code else "success", duration_ms, code)
-        state.host.release_cuda_cache()
+        self.host.release_cuda_cache()
         rss = rss_mb()
-        over = bool(state.config.rss_ceiling_mb) and rss > state.config.rss_ceiling_mb
+        over = bool(self.config.rss_ceiling_mb) and rss > self.config.rss_ceiling_mb
         log_event(
             "job.done",
             logging.WARNING if code else logging.INFO,
@@ -202,7 +213,3 @@ class Worker:
             **({"refresh_worker": True} if over else {}),
         )
         return over
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)

@@ -7,7 +7,7 @@ from these models (`fastbackend schema`).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     BaseModel,
@@ -21,11 +21,10 @@ from pydantic import (
     ValidationError,
 )
 
+from worker.config import ADAPTER_NAME_PATTERN
 from worker.errors import ErrorCode, WorkerError
 
-ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_TOP_K = 100
-OPS = ("predict", "preprocess", "adapters", "health", "metrics", "ping", "echo")
 
 _IMAGES_DOC = (
     'one image or a list: base64-encoded PNG or JPEG (optionally as a data: URL), {"url": "https://..."} '
@@ -77,7 +76,7 @@ _UNION_TAGS = ("str", "list[str]", "base64", "url-item", "path-item", "one", "li
 class PredictInput(_Input):
     """Classify images with the base model or a named adapter."""
 
-    op: Literal["predict"] = "predict"
+    op: Literal["predict"] = "predict"  # the one op with a default: DEFAULT_OP below
     images: Images = Field(description=_IMAGES_DOC)
     adapter: StrictStr | None = Field(
         None, pattern=ADAPTER_NAME_PATTERN, description="adapter name from the `adapters` op; omitted = the base model"
@@ -117,16 +116,25 @@ class PingInput(_Input):
     op: Literal["ping"]
 
 
-MODELS: dict[str, type[_Input]] = {
-    "predict": PredictInput,
-    "preprocess": PreprocessInput,
-    "adapters": AdaptersInput,
-    "health": HealthInput,
-    "metrics": MetricsInput,
-    "ping": PingInput,
-    "echo": EchoInput,
-}
-JobInput = Union[tuple(MODELS.values())]
+# The op list: each request model names its op in its `op` Literal, and nowhere else.
+REQUESTS: tuple[type[_Input], ...] = (
+    PredictInput,
+    PreprocessInput,
+    AdaptersInput,
+    HealthInput,
+    MetricsInput,
+    PingInput,
+    EchoInput,
+)
+MODELS: dict[str, type[_Input]] = {get_args(m.model_fields["op"].annotation)[0]: m for m in REQUESTS}
+OPS: tuple[str, ...] = tuple(MODELS)
+DEFAULT_OP: str = PredictInput.model_fields["op"].default
+JobInput = Union[REQUESTS]
+
+
+def requested_op(raw: Any) -> Any:
+    """The op a job input asks for (DEFAULT_OP when it names none); not yet validated."""
+    return raw.get("op", DEFAULT_OP) if isinstance(raw, dict) else None
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -155,7 +163,7 @@ def parse_input(raw: Any) -> _Input:
         raise WorkerError(
             ErrorCode.INVALID_INPUT, f"input must be a JSON object, got {type(raw).__name__}", field="input"
         )
-    op = raw.get("op", "predict")
+    op = requested_op(raw)
     if not isinstance(op, str):
         raise WorkerError(ErrorCode.INVALID_INPUT, f"op must be a string, got {type(op).__name__}", field="op")
     model = MODELS.get(op)
@@ -187,5 +195,7 @@ def json_schema() -> dict[str, Any]:
     schema = TypeAdapter(JobInput).json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "FastBackend job input"
-    schema["description"] = "The `input` object of a RunPod job sent to a FastBackend worker. `op` defaults to predict."
+    schema["description"] = (
+        f"The `input` object of a RunPod job sent to a FastBackend worker. `op` defaults to {DEFAULT_OP}."
+    )
     return schema

@@ -76,7 +76,15 @@ def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
         logger.log(level, event, extra={"fields": fields})
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def ms_since(start: float) -> float:
+    """Milliseconds since `start` (a time.perf_counter() value), rounded to microseconds."""
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The nearest-rank `q` quantile (0..1) of already sorted values, rounded to 3 decimals; 0.0 when empty."""
+    if not sorted_values:
+        return 0.0
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
     return round(sorted_values[index], 3)
 
@@ -108,9 +116,9 @@ class Metrics:
                 values = sorted(window)
                 latency[op] = {
                     "count": len(values),
-                    "p50_ms": _percentile(values, 0.5),
-                    "p95_ms": _percentile(values, 0.95),
-                    "p99_ms": _percentile(values, 0.99),
+                    "p50_ms": percentile(values, 0.5),
+                    "p95_ms": percentile(values, 0.95),
+                    "p99_ms": percentile(values, 0.99),
                 }
             return {
                 "uptime_s": round(time.time() - self.started, 3),
