@@ -2,13 +2,12 @@
 killed with SIGKILL midway and run again, the results hold every image exactly once and the
 rerun sends only the missing ones.
 
-60 images in `make test`; FASTBACKEND_BATCH_IMAGES=500 (make test-full) for the full-size run.
+60 images in `make test`; 500 in `make test-full` (the `full` marker).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -20,21 +19,19 @@ from conftest import png_bytes
 
 from fastbackend.local import handler_env, serve_api
 
-N_IMAGES = int(os.environ.get("FASTBACKEND_BATCH_IMAGES", "60"))
 
-
-@pytest.fixture(scope="module")
-def digits_folder(tmp_path_factory):
-    """N digit images (the demo's 'digits' task), one folder per class."""
+@pytest.fixture(scope="module", params=[60, pytest.param(500, marks=pytest.mark.full)], ids=lambda n: f"{n}-images")
+def digits_folder(request, tmp_path_factory):
+    """(folder, N): N digit images (the demo's 'digits' task), one subfolder per class."""
     from exported.demo_models import load_digit_task
 
     images, labels = load_digit_task("digits", "all")
     root = tmp_path_factory.mktemp("digits") / "data"
-    for i in range(N_IMAGES):
+    for i in range(request.param):
         folder = root / str(labels[i])
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{i:04d}.png").write_bytes(png_bytes(images[i]))
-    return root
+    return root, request.param
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +46,14 @@ def api(root, models_dir, tmp_path_factory):
         yield server
 
 
-def batch_command(digits_folder, api, out):
-    batch_size = "2" if N_IMAGES <= 100 else "8"  # many small jobs: the kill lands midway
+def batch_command(folder, n_images, api, out):
+    batch_size = "2" if n_images <= 100 else "8"  # many small jobs: the kill lands midway
     return [
         sys.executable,
         "-m",
         "fastbackend.cli",
         "batch",
-        str(digits_folder),
+        str(folder),
         "--local",
         api.url,
         "--out",
@@ -75,11 +72,12 @@ def complete_lines(path):
 
 
 def test_sigkill_midway_then_rerun_scores_every_image_exactly_once(root, digits_folder, api, tmp_path):
+    folder, n_images = digits_folder
     out = tmp_path / "results.jsonl"
-    command = batch_command(digits_folder, api, out)
+    command = batch_command(folder, n_images, api, out)
     first = subprocess.Popen(command, cwd=root, env=handler_env(), stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
-    while len(complete_lines(out)) < N_IMAGES // 4:
+    while len(complete_lines(out)) < n_images // 4:
         assert first.poll() is None, f"the run ended before it could be killed: {first.stderr.read().decode()}"
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.01)
@@ -87,20 +85,20 @@ def test_sigkill_midway_then_rerun_scores_every_image_exactly_once(root, digits_
     first.wait()
     first.stderr.close()
     before = complete_lines(out)
-    assert N_IMAGES // 4 <= len(before) < N_IMAGES, "killed midway"
+    assert n_images // 4 <= len(before) < n_images, "killed midway"
 
     rerun = subprocess.run(command, cwd=root, env=handler_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     rows = complete_lines(out)
     paths = [row["path"] for row in rows]
-    assert len(rows) == N_IMAGES and len(set(paths)) == N_IMAGES, "0 lost, 0 duplicated"
+    assert len(rows) == n_images and len(set(paths)) == n_images, "0 lost, 0 duplicated"
     assert out.read_text().endswith("\n")
     assert rows[: len(before)] == before, "what the killed run wrote is kept as it was"
     assert f"skipped {len(before)} already in the results file" in rerun.stderr
     sent = int(re.search(r"sent (\d+) images", rerun.stderr).group(1))
-    assert sent == N_IMAGES - len(before), "the rerun sends only the missing images"
+    assert sent == n_images - len(before), "the rerun sends only the missing images"
     assert {row["path"] for row in rows[len(before) :]} == set(paths) - {row["path"] for row in before}
     assert all(row["code"] is None and row["attempt"] == 1 for row in rows)
     correct = sum(row["label"] == row["true_label"] for row in rows)
-    assert correct / N_IMAGES >= 0.9, f"{correct}/{N_IMAGES}: the lines do not match their images"
+    assert correct / n_images >= 0.9, f"{correct}/{n_images}: the lines do not match their images"
     print(f"\nkilled after {len(before)} lines; rerun sent {sent}; {len(rows)} lines, {correct} labels right")
