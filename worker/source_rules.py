@@ -12,12 +12,8 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from worker.errors import ErrorCode, WorkerError
-
-if TYPE_CHECKING:
-    from worker.config import WorkerConfig
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$"
@@ -109,7 +105,7 @@ class UrlTarget:
 
 @dataclass(frozen=True)
 class UrlPolicy:
-    """The operator's URL rules, from the worker config."""
+    """The operator's URL rules (sources.url_policy builds them from the worker config)."""
 
     allowlist: tuple[str, ...] = ()
     allow_http: bool = False
@@ -117,17 +113,6 @@ class UrlPolicy:
     connect_timeout_s: float = 3.0
     timeout_s: float = 15.0
     max_bytes: int = 8_000_000
-
-    @classmethod
-    def from_config(cls, config: WorkerConfig) -> UrlPolicy:
-        return cls(
-            tuple(parse_host_pattern(p) for p in config.url_allowlist),
-            config.url_allow_http,
-            tuple(parse_network(n) for n in config.url_allow_networks),
-            config.url_connect_timeout_ms / 1000,
-            config.url_timeout_ms / 1000,
-            config.max_image_bytes,
-        )
 
 
 def redact(url: str) -> str:

@@ -38,6 +38,8 @@ from worker.source_rules import (
     UrlTarget,
     check_url,
     checked_addresses,
+    parse_host_pattern,
+    parse_network,
     redact,
     resolve_input_path,
     system_resolver,
@@ -173,11 +175,23 @@ def _get(
         conn.close()
 
 
+def url_policy(config: WorkerConfig) -> UrlPolicy:
+    """The URL rules of this worker's config (validated when the config was built)."""
+    return UrlPolicy(
+        tuple(parse_host_pattern(p) for p in config.url_allowlist),
+        config.url_allow_http,
+        tuple(parse_network(n) for n in config.url_allow_networks),
+        config.url_connect_timeout_ms / 1000,
+        config.url_timeout_ms / 1000,
+        config.max_image_bytes,
+    )
+
+
 def read_source(item: Any, field: str, config: WorkerConfig) -> bytes:
     """The bytes of one `{"url"}` or `{"path"}` item (a schema.UrlImage or schema.PathImage)."""
     url = getattr(item, "url", None)
     if url is not None:
-        return fetch_url(url, UrlPolicy.from_config(config), field)
+        return fetch_url(url, url_policy(config), field)
     return read_path(item.path, config.input_root, config.max_image_bytes, field)
 
 

@@ -21,6 +21,7 @@ from worker.source_rules import (
     redact,
     resolve_input_path,
 )
+from worker.sources import url_policy
 
 ALLOW = ("images.example.com", "*.cdn.example.org")
 
@@ -206,7 +207,7 @@ def test_config_reads_the_source_variables():
             "FASTBACKEND_INPUT_ROOT": "/runpod-volume",
         }
     )
-    policy = UrlPolicy.from_config(config)
+    policy = url_policy(config)
     assert policy.allowlist == ALLOW and policy.allow_http and config.input_root == "/runpod-volume"
     assert policy.allowed_networks == (ipaddress.ip_network("127.0.0.0/8"),)
     assert WorkerConfig().url_allowlist == () and WorkerConfig().input_root == ""
