@@ -77,6 +77,7 @@ def test_every_fault_ends_with_each_image_exactly_once(dataset, tmp_path):
     finally:
         server.shutdown()
     rows = lines(tmp_path / "results.jsonl")
+    print("\n" + "\n".join(summary.lines()))
     assert_exactly_once(rows, keys)
     by_code = {}
     for row in rows:
@@ -112,6 +113,7 @@ def test_random_faults_with_concurrency_still_write_each_image_once(dataset, tmp
     finally:
         server.shutdown()
     rows = lines(tmp_path / "results.jsonl")
+    print("\n" + "\n".join(summary.lines()))
     assert_exactly_once(rows, keys)
     failed = {row["path"]: row["code"] for row in rows if row["code"]}
     assert failed.pop("class0/broken.png") == "IMAGE_DECODE_FAILED"
