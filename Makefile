@@ -41,7 +41,8 @@ test: venv lint
 test-fast: venv
 	$(BIN)/python -m pytest tests/unit -q
 
-# The heavier variants too: tests marked `full`, 3,000 load requests, 5x the fuzz examples.
+# The heavier variants too: tests marked `full` (among them the train pipeline end to end and the
+# training notebook on each kind of broken dataset), 3,000 load requests, 5x the fuzz examples.
 test-full: venv
 	FASTBACKEND_LOAD_REQUESTS=3000 FASTBACKEND_FUZZ_SCALE=5 $(MAKE) test PYTEST_ARGS=--full
 

@@ -25,7 +25,7 @@ FAST = RetryPolicy(max_attempts=5, base_delay_s=0.01, max_delay_s=0.05, job_time
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """60 small PNGs in 3 class folders, and one file that is not an image at all."""
+    """59 small PNGs in 3 class folders, and one PNG cut short."""
     root = tmp_path_factory.mktemp("batch") / "data"
     keys = {}  # the base64 each image is sent as -> its key in the results
     for i in range(N_IMAGES - 1):
@@ -35,8 +35,9 @@ def dataset(tmp_path_factory):
         Image.fromarray(np.full((8, 8), i * 4, dtype=np.uint8)).save(buffer, format="PNG")
         (root / label / f"{i:03d}.png").write_bytes(buffer.getvalue())
         keys[base64.b64encode(buffer.getvalue()).decode()] = f"{label}/{i:03d}.png"
-    (root / "class0" / "broken.png").write_bytes(b"this is not a png")
-    keys[base64.b64encode(b"this is not a png").decode()] = "class0/broken.png"
+    cut = buffer.getvalue()[:-20]  # a PNG cut short: its header reads, its pixels do not
+    (root / "class0" / "broken.png").write_bytes(cut)
+    keys[base64.b64encode(cut).decode()] = "class0/broken.png"
     return root, keys
 
 
@@ -181,7 +182,7 @@ def test_cli_batch_writes_jsonl_and_csv_and_retry_failed_resends_only_failures(d
 def test_bad_arguments_and_datasets_are_refused_before_sending(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
     assert main(["batch", str(tmp_path / "nope"), "--local", "http://127.0.0.1:9", "--out", "x.jsonl"]) == 2
-    assert "no such folder or file" in capsys.readouterr().err
+    assert "no such folder" in capsys.readouterr().err
     assert main(["batch", str(tmp_path), "--local", "http://127.0.0.1:9", "--out", "x", "--remote-root", "/v"]) == 2
     assert "--remote-root needs --by-reference" in capsys.readouterr().err
 
