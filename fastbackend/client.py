@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -124,6 +125,17 @@ class Target:
     def local(cls, url: str) -> Target:
         """RunPod's local API server, e.g. `http://127.0.0.1:8000`."""
         return cls(url.rstrip("/"), None, "POST", False, f"local API {url.rstrip('/')}")
+
+
+def target_from(endpoint: str | None, local: str | None) -> Target | None:
+    """`--endpoint ID` (key from RUNPOD_API_KEY, base from RUNPOD_ENDPOINT_BASE_URL) or `--local URL`.
+
+    Raises:
+        ClientError: a malformed endpoint id or no API key.
+    """
+    if endpoint:
+        return Target.endpoint(endpoint, os.environ.get(API_KEY_ENV_VAR, ""), os.environ.get(BASE_URL_ENV_VAR))
+    return Target.local(local) if local else None
 
 
 @dataclass(frozen=True)
@@ -294,7 +306,7 @@ class ApiClient:
         try:
             while True:
                 if progress:
-                    progress(job_id, str(answer.get("status", "?")), time.monotonic() - started)
+                    progress(job_id, status_text(answer), time.monotonic() - started)
                 if answer.get("status") in TERMINAL_STATUSES:
                     return answer
                 if time.monotonic() - started > max_wait:
@@ -357,6 +369,17 @@ class ApiClient:
     def run_and_wait(self, job: Mapping[str, Any]) -> dict[str, Any]:
         """POST `/run`, then poll `/status/{id}`; return the final raw answer."""
         return self.invoke(job, Mode.ASYNC).raw  # type: ignore[return-value]
+
+
+def status_text(answer: Mapping[str, Any]) -> str:
+    """A job's status for a progress line: `IN_PROGRESS 16/64 images (decode)` when the worker
+    reports progress (its `output` while the job runs), else the status alone."""
+    status = str(answer.get("status", "?"))
+    output = answer.get("output")
+    if status == "IN_PROGRESS" and isinstance(output, dict) and {"done", "total"} <= set(output):
+        stage = f" ({output['stage']})" if output.get("stage") else ""
+        return f"{status} {output['done']}/{output['total']} images{stage}"
+    return status
 
 
 def _json_body(payload: bytes) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from worker import __version__
 from worker.budgets import Deadline, check_job_pixels
 from worker.decoding import decode_base64, decode_image, read_header
 from worker.errors import WorkerError
+from worker.progress import report
 from worker.schema import (
     AdaptersInput,
     EchoInput,
@@ -22,6 +23,7 @@ from worker.schema import (
     PreprocessInput,
     image_list,
 )
+from worker.sources import read_sources
 from worker.telemetry import ms_since
 
 if TYPE_CHECKING:  # annotations only: runtime.py imports this module, never the reverse at run time
@@ -45,10 +47,11 @@ def decode_and_preprocess(
     encoded = image_list(request)
     names = ["images"] if isinstance(request.images, str) else [f"images[{i}]" for i in range(len(encoded))]
     start = time.perf_counter()
+    sources = read_sources(encoded, names, config)  # url/path items -> bytes; base64 strings as they are
     blobs, total = [], 0
-    for name, text in zip(names, encoded):
+    for name, source in zip(names, sources):
         try:
-            blob = decode_base64(text)
+            blob = decode_base64(source) if isinstance(source, str) else source
             total += read_header(blob, limits=config).pixels
         except WorkerError as exc:
             raise _with_field(exc, name) from None
@@ -71,6 +74,7 @@ def decode_and_preprocess(
             del image
             decode_s += decoded - start
             preprocess_s += time.perf_counter() - decoded
+            report(i + 1, "decode")
             deadline.check(i + 1, len(blobs))
     pixels = np.concatenate(rows) if len(rows) > 1 else rows[0]
     return pixels, {"decode_ms": round(decode_s * 1000, 3), "preprocess_ms": round(preprocess_s * 1000, 3)}

@@ -23,12 +23,13 @@ import numpy as np
 
 from worker.batching import MicroBatcher
 from worker.budgets import PixelBudget
-from worker.config import ConfigError, WorkerConfig
+from worker.config import ConfigError, WorkerConfig, production_mode
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, WorkerError, classify, error_response
 from worker.limits import check_batch, check_output, check_payload
 from worker.models import ModelHost
 from worker.ops import OPERATIONS
+from worker.progress import reporter_for, reporting
 from worker.schema import OPS, parse_input, requested_op
 from worker.telemetry import Metrics, configure_logging, log_event, ms_since, route_sdk_logs, rss_mb
 
@@ -81,6 +82,7 @@ class Worker:
         self.admission = Admission(1, 1)
         self.pixel_budget = PixelBudget(0)  # decoded pixels of the jobs in flight; sized by setup()
         self._executor: ThreadPoolExecutor | None = None
+        self.production = False  # set by setup(): progress updates only where RunPod takes them
 
     # -- setup ---------------------------------------------------------------
     def setup(self, config: WorkerConfig | None = None) -> Worker:
@@ -92,6 +94,7 @@ class Worker:
         host = self.host = ModelHost(config, self.functions)
         self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images)
         self.pixel_budget = PixelBudget(config.max_worker_pixels)
+        self.production = production_mode()
         timings["config_ms"] = ms_since(start)
         for stage, step in (
             ("load_base_ms", host.load_base),
@@ -166,8 +169,16 @@ class Worker:
             run, needs_model = OPERATIONS[type(request)]
             if needs_model and not self.ready:
                 raise WorkerError(ErrorCode.MODEL_NOT_READY, "the model is not loaded yet (setup has not finished)")
-            check_batch(_image_count(raw), config.max_batch)
-            with self.admission.admit(_image_count(raw)):
+            images = _image_count(raw)
+            check_batch(images, config.max_batch)
+            progress = reporter_for(
+                job,
+                images,
+                production=self.production,
+                min_images=config.progress_min_images,
+                interval_ms=config.progress_interval_ms,
+            )
+            with self.admission.admit(images), reporting(progress):
                 body = {"status": "success", "op": request.op, **run(self, request)}
             if isinstance(body.get("timings"), dict):
                 body["timings"]["total_ms"] = ms_since(started)
