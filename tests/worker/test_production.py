@@ -148,7 +148,7 @@ def test_out_of_memory_is_posted_with_stop_pod(production):
 
 def test_a_stopped_job_is_dropped_from_its_micro_batch(production):
     queue, _, _ = production
-    slow = queue.add({"images": [big_gradient()] * 6, "adapter": "inverted"})  # decodes for a while
+    slow = queue.add({"images": [big_gradient()] * 3, "adapter": "inverted"})  # decodes for a while
     stopped = queue.add({"images": digit("inverted", 0)[0], "adapter": "inverted"})
     assert queue.wait_taken([slow, stopped], 30)
     time.sleep(0.3)  # the small job has submitted and waits for the slow one to join its batch
