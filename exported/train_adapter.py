@@ -18,9 +18,10 @@ from exported.inference import ADAPTER_META_FILE, load_base_model, model_fingerp
 from exported.preprocess import PreprocessConfig, build_eval_transform, build_train_transform, to_pixel_values
 from worker.datasets import Dataset, DatasetItem
 
-# LoRA's default targets per architecture (`config.model_type`): the attention projections,
-# plus the classification head trained in full.
-DEFAULT_TARGET_MODULES = {"vit": ("q_proj", "v_proj")}
+# LoRA's default targets per architecture (`config.model_type`): the attention projections and the
+# patch projection (a shift in the pixels, such as inverted or recoloured images, is first seen
+# there), plus the classification head trained in full.
+DEFAULT_TARGET_MODULES = {"vit": ("q_proj", "v_proj", "projection")}
 DEFAULT_MODULES_TO_SAVE = {"vit": ("classifier",)}
 
 
