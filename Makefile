@@ -42,9 +42,10 @@ test-fast: venv
 	$(BIN)/python -m pytest tests/unit -q
 
 # The heavier variants too: tests marked `full` (among them the train pipeline end to end and the
-# training notebook on each kind of broken dataset), 3,000 load requests, 5x the fuzz examples.
+# training notebook on each kind of broken dataset), 3,000 load requests, 5x the fuzz examples,
+# 2,000 production-mode jobs.
 test-full: venv
-	FASTBACKEND_LOAD_REQUESTS=3000 FASTBACKEND_FUZZ_SCALE=5 $(MAKE) test PYTEST_ARGS=--full
+	FASTBACKEND_LOAD_REQUESTS=3000 FASTBACKEND_FUZZ_SCALE=5 FASTBACKEND_PRODUCTION_JOBS=2000 $(MAKE) test PYTEST_ARGS=--full
 
 # Benchmarks print ratios against baselines measured in the same run, and refresh README's table.
 bench: venv

@@ -69,7 +69,9 @@ class WorkerConfig:
     url_connect_timeout_ms: int = 3000
     url_timeout_ms: int = 15000  # one fetch, redirects and body included; every read waits at most what is left
     max_output_bytes: int = 18_000_000  # margin under RunPod's ~20 MB result limit
-    concurrency: int = 1  # > 1: async handler, concurrent jobs micro-batched into one forward
+    # > 1: async handler, concurrent jobs micro-batched into one forward. On RunPod it is also the
+    # throughput cap: the SDK's JobScaler takes at most this many jobs, then pauses 1 s (README).
+    concurrency: int = 64
     max_batch_wait_ms: int = 5  # how long a micro-batch waits for more jobs after its first
     max_jobs_in_flight: int = 0  # 0 = the concurrency
     max_queued_images: int = 1024

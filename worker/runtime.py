@@ -16,12 +16,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from worker.batching import MicroBatcher
+from worker.batching import MicroBatcher, Ticket
 from worker.budgets import PixelBudget
 from worker.config import ConfigError, WorkerConfig, production_mode
 from worker.contract import NotebookFunctions
@@ -108,6 +109,11 @@ class Worker:
         if config.concurrency > 1:
             self.batcher = MicroBatcher(host.forward, config.max_batch, config.max_batch_wait_ms)
             self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="fastbackend-job")
+            # Start every job thread now: a thread started during a burst releases the GIL while
+            # it starts, and its job could reach the batcher before the burst's others are counted.
+            started = threading.Barrier(config.concurrency)
+            for _ in range(config.concurrency):
+                self._executor.submit(started.wait, 10)
         timings["total_ms"] = round(sum(timings.values()), 3)
         self.startup_ms = timings
         self.ready = True
@@ -143,15 +149,25 @@ class Worker:
     async def handle_async(self, job: Any) -> dict[str, Any]:
         """`handle` off the event loop, so concurrent jobs overlap and meet in the micro-batcher.
 
-        Cancellation (asyncio.CancelledError) propagates to the caller; the job's thread
-        finishes its forward and its rows are dropped, so no batch is left waiting.
+        Cancellation (asyncio.CancelledError, how the SDK stops a job on RunPod's job-stop)
+        propagates to the caller and drops the job's request from the batch it waits for;
+        the other jobs of that batch are answered.
         """
-        if self._executor is None:
+        if self._executor is None or self.batcher is None:
             return self.handle(job)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.handle, job)
+        ticket = self.batcher.ticket()  # counted before its thread starts: a forming batch waits for it
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self.handle, job, ticket)
+        finally:  # answered: nothing is left to drop; cancelled: its request leaves the batch
+            ticket.drop()
 
-    def handle(self, job: Any) -> dict[str, Any]:
-        """Answer one RunPod job. Never raises; the result is always a JSON-serialisable dict."""
+    def handle(self, job: Any, ticket: Ticket | None = None) -> dict[str, Any]:
+        """Answer one RunPod job. Never raises; the result is always a JSON-serialisable dict.
+        `ticket`: the job's place in the micro-batcher, from handle_async."""
+        with ticket.active() if ticket else contextlib.nullcontext():
+            return self._handle(job)
+
+    def _handle(self, job: Any) -> dict[str, Any]:
         started = time.perf_counter()
         job_id = job.get("id") if isinstance(job, dict) else None
         job_id = job_id if isinstance(job_id, str) else None
@@ -184,6 +200,8 @@ class Worker:
                 body["timings"]["total_ms"] = ms_since(started)
             check_output(body, config.max_output_bytes)
             code = None
+        except FutureCancelled:  # stopped by RunPod (handle_async): nobody will read an answer
+            body, code = {"status": "cancelled", "job_id": job_id}, "CANCELLED"
         except Exception as exc:  # the one place any failure becomes an answer
             error = classify(exc)
             if error.code is ErrorCode.INTERNAL:

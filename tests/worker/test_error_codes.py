@@ -71,7 +71,8 @@ def test_model_not_ready_before_setup(valid_job):
     assert_error(fresh.handle(valid_job[0]), ErrorCode.MODEL_NOT_READY)
 
 
-def test_rate_limited_when_another_job_is_in_flight(worker, valid_job):
+def test_rate_limited_when_another_job_is_in_flight(make_worker, valid_job):
+    worker = make_worker(max_jobs_in_flight=1, warmup=False)
     with worker.admission.admit(1):  # a job holding the only slot, as a concurrent one would
         assert_error(worker.handle(valid_job[0]), ErrorCode.RATE_LIMITED)
     assert_still_serves(worker, valid_job)
