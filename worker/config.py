@@ -55,6 +55,10 @@ class WorkerConfig:
     cuda_cache_limit_mb: int = 2048
     warmup: bool = True
     log_level: str = "INFO"
+    autocast: str = "off"  # float16 / bfloat16: mixed-precision forward (worker/acceleration.py)
+    channels_last: str = "auto"  # auto = CNNs on CUDA; on / off force it
+    compile: bool = False  # torch.compile the model at startup (longer start, faster forward)
+    decode_threads: int = 0  # threads decoding a job's images in parallel; 0 = one per CPU
 
     def __post_init__(self) -> None:
         positive = (
@@ -71,7 +75,13 @@ class WorkerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_jobs_in_flight", "rss_ceiling_mb", "cuda_cache_limit_mb", "max_batch_wait_ms"):
+        for name in (
+            "max_jobs_in_flight",
+            "rss_ceiling_mb",
+            "cuda_cache_limit_mb",
+            "max_batch_wait_ms",
+            "decode_threads",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_payload_bytes > RUNSYNC_LIMIT_BYTES:
@@ -80,6 +90,10 @@ class WorkerConfig:
             raise ConfigError(f"max_output_bytes over RunPod's {RESULT_LIMIT_BYTES} byte result limit")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.autocast not in ("off", "float16", "bfloat16"):
+            raise ConfigError(f"autocast must be off, float16 or bfloat16, got {self.autocast!r}")
+        if self.channels_last not in ("auto", "on", "off"):
+            raise ConfigError(f"channels_last must be auto, on or off, got {self.channels_last!r}")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         for name in (*self.preload_adapters, *([self.merge_adapter] if self.merge_adapter else [])):

@@ -29,6 +29,7 @@ from worker.limits import check_output, check_payload
 from worker.models import ModelHost
 from worker.ops import OPERATIONS
 from worker.schema import OPS, parse_input, requested_op
+from worker.startup import process_age_ms
 from worker.telemetry import Metrics, configure_logging, log_event, ms_since, rss_mb
 
 
@@ -84,6 +85,7 @@ class Worker:
     def setup(self, config: WorkerConfig | None = None) -> Worker:
         """Config, base model, adapters, warm-up. Raises WorkerError/ConfigError on failure."""
         timings: dict[str, float] = {}
+        setup_at = process_age_ms()  # interpreter start + imports, before any setup stage
         start = time.perf_counter()
         config = self.config = config or WorkerConfig.from_env()
         configure_logging(config.log_level)
@@ -93,6 +95,7 @@ class Worker:
         for stage, step in (
             ("load_base_ms", host.load_base),
             ("preload_adapters_ms", host.preload),
+            ("compile_ms", host.compile if config.compile else None),
             ("warmup_ms", host.warm_up if config.warmup else None),
         ):
             if step is not None:
@@ -103,6 +106,8 @@ class Worker:
             self.batcher = MicroBatcher(host.forward, config.max_batch, config.max_batch_wait_ms)
             self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="fastbackend-job")
         timings["total_ms"] = round(sum(timings.values()), 3)
+        timings["process_to_setup_ms"] = setup_at
+        timings["process_to_ready_ms"] = process_age_ms()
         self.startup_ms = timings
         self.ready = True
         log_event("setup.done", **timings, adapters=list(host.registry), device=host.device())
