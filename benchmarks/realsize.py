@@ -55,10 +55,12 @@ def naive_pixels(processor: Any, encoded: list[str]) -> np.ndarray:
     return np.concatenate(rows).astype(np.float32)
 
 
-def timed(fn: Any) -> float:
+def timed(fn: Any, *args: Any) -> float:
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    result = fn(*args)
+    elapsed = time.perf_counter() - start
+    assert not isinstance(result, dict) or result.get("status") == "success", result
+    return elapsed
 
 
 def predict_rows(model: str, megapixels: int, batches: list[int], repeats: int) -> tuple[list, dict]:
@@ -74,11 +76,9 @@ def predict_rows(model: str, megapixels: int, batches: list[int], repeats: int) 
         pixels = naive_pixels(processor, encoded)
         samples: dict[str, list[float]] = {"handler": [], "forward": [], "naive": []}
         for _ in range(repeats):
-            answer: dict = {}
-            samples["handler"].append(timed(lambda: answer.update(worker.handle(job))))
-            assert answer["status"] == "success", answer
-            samples["forward"].append(timed(lambda: host.forward(pixels, None)))
-            samples["naive"].append(timed(lambda: host.forward(naive_pixels(processor, encoded), None)))
+            samples["handler"].append(timed(worker.handle, job))
+            samples["forward"].append(timed(host.forward, pixels, None))
+            samples["naive"].append(timed(lambda e: host.forward(naive_pixels(processor, e), None), encoded))
         h, f, n = (median_ms(samples[k]) for k in ("handler", "forward", "naive"))
         rows.append(
             (model, f"{megapixels} MP", batch, h, round(batch / h * 1000, 1), f, n, f"{h / f:.2f}x", f"{h / n:.2f}x")
@@ -104,8 +104,8 @@ def decode_rows(model: str, megapixel_classes: list[int], count: int, repeats: i
         job = {"id": "bench", "input": {"op": "preprocess", "images": encoded}}
         ours_s, naive_s = [], []
         for _ in range(repeats):
-            ours_s.append(timed(lambda: worker.handle(job)))
-            naive_s.append(timed(lambda: naive_pixels(processor, encoded)))
+            ours_s.append(timed(worker.handle, job))
+            naive_s.append(timed(naive_pixels, processor, encoded))
         answer = worker.handle({"id": "p", "input": {"op": "preprocess", "images": encoded[:2], "return_pixels": True}})
         worst = float(np.abs(np.array(answer["pixels"], dtype=np.float32) - naive_pixels(processor, encoded[:2])).max())
         o, n = median_ms(ours_s), median_ms(naive_s)

@@ -136,8 +136,9 @@ def serve_api(
     env: dict[str, str] | None = None,
     startup_timeout: float = 180,
     log_file: Path | None = None,
+    module: str = HANDLER_MODULE,
 ) -> Iterator[LocalApi]:
-    """Start the handler with `--rp_serve_api` on loopback, wait until it answers, stop it after.
+    """Start the handler (`module`) with `--rp_serve_api` on loopback, wait until it answers, stop it after.
 
     Raises:
         RuntimeError: the process exited or did not answer within `startup_timeout`.
@@ -146,7 +147,7 @@ def serve_api(
     args = [
         sys.executable,
         "-m",
-        HANDLER_MODULE,
+        module,
         "--rp_serve_api",
         "--rp_api_host",
         "127.0.0.1",
