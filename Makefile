@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 comma := ,
 
-.PHONY: venv run test test-full lint export bench clean image lab
+.PHONY: venv run test test-fast test-full lint export bench clean image lab
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,11 +35,15 @@ lint: venv
 test: venv lint
 	$(BIN)/fastbackend export --check
 	$(BIN)/fastbackend check --strict --summary exported/handler.py
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The heavier reliability variants: 3,000 load requests, 5x the fuzz examples.
+# The unit layer alone: no model, no subprocess, no network; well under a minute.
+test-fast: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+# The heavier variants too: tests marked `full`, 3,000 load requests, 5x the fuzz examples.
 test-full: venv
-	FASTBACKEND_LOAD_REQUESTS=3000 FASTBACKEND_FUZZ_SCALE=5 $(MAKE) test
+	FASTBACKEND_LOAD_REQUESTS=3000 FASTBACKEND_FUZZ_SCALE=5 $(MAKE) test PYTEST_ARGS=--full
 
 # Benchmarks print ratios against baselines measured in the same run, and refresh README's table.
 bench: venv

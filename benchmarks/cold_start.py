@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.realdata import encoded_photos, model_dir
 from benchmarks.report import median_ms, save, table
-from fastbackend.local import handler_env, serve_api
+from fastbackend.local import HandlerCommand, LocalServer, handler_env
 
 EMBEDDED_FLOOR = """
 import numpy as np, torch
@@ -43,11 +43,16 @@ with torch.inference_mode():
 
 
 def spawn_to_answer(root: Path, env: dict[str, str], job: dict, module: str = "exported.handler") -> float:
-    start = time.perf_counter()
-    with serve_api(root, env=env, module=module, startup_timeout=900) as api:
-        answer = api.runsync(job)
-        elapsed = time.perf_counter() - start
-    assert "predictions" in str(answer) or "pong" in str(answer), answer
+    """Seconds from spawning `module` under --rp_serve_api to its first /runsync answer to `job`."""
+    path = root / (module.replace(".", "/") + ".py")
+    command = HandlerCommand.exported(root, env) if module == "exported.handler" else None
+    command = command or HandlerCommand.for_handler(path, env={**handler_env(), **env})
+    with LocalServer(command) as server:
+        if server.wait_ready(900) is None:
+            raise RuntimeError(f"{module} did not start: {server.log_tail()}")
+        answer = server.api.runsync(job)
+        elapsed = time.perf_counter() - server.spawned
+    assert "predictions" in str(answer) or "pong" in str(answer), str(answer)[:500]
     return elapsed
 
 

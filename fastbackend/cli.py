@@ -90,24 +90,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fastbackend.local import HANDLER_MODULE, handler_env
+    from fastbackend.local import HandlerCommand, serve_args
 
-    command = [
-        sys.executable,
-        "-m",
-        HANDLER_MODULE,
-        "--rp_serve_api",
-        "--rp_api_host",
-        args.host,
-        "--rp_api_port",
-        str(args.port),
-    ]
+    command = HandlerCommand.exported(_root())
     print(
         f"serving RunPod's local API on http://{args.host}:{args.port} (POST /runsync, /run, /status/<id>)", flush=True
     )
     # Become the worker (exec, not a child): a signal to `fastbackend serve` reaches the server itself.
-    os.chdir(_root())
-    os.execve(sys.executable, command, handler_env())
+    os.chdir(command.cwd)
+    os.execve(command.argv[0], [*command.argv, *serve_args(args.host, args.port)], dict(command.env))
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
@@ -173,8 +164,7 @@ def cmd_pipeline_show(args: argparse.Namespace) -> int:
 
 @_pipeline_errors
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
-    from fastbackend.pipeline.runner import run_pipeline
-    from fastbackend.pipeline.summary import report
+    from fastbackend.pipeline.runner import report, run_pipeline
 
     run = run_pipeline(
         args.name,

@@ -10,7 +10,7 @@ local API has no endpoint id in its paths and answers `/status` on POST only); i
 `run_sync` returns the output alone and drops a FAILED job's `error` string; its polling has
 no progress hook; and `import runpod` costs ~1.7 s and configures the root logger. So this is
 a thin client with the SDK's URL layout, honouring the same `RUNPOD_ENDPOINT_BASE_URL`
-variable the SDK reads (tests/test_client.py checks the two layouts agree).
+variable the SDK reads (tests/tools/test_client.py checks the two layouts agree).
 """
 
 from __future__ import annotations

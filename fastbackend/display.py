@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from fastbackend.tables import table
+
 _SPINNER = "|/-\\"
 
 
@@ -42,13 +44,6 @@ class ProgressLine:
             self.stream.flush()
 
 
-def _table(rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
-
-
 def prediction_table(names: Sequence[str], output: dict[str, Any]) -> str:
     """The predictions of a `predict` answer, one row per image, and a summary line.
 
@@ -65,7 +60,7 @@ def prediction_table(names: Sequence[str], output: dict[str, Any]) -> str:
     for name, prediction in zip(names, predictions):
         ranked = ", ".join(f"{p['label']} {p['score']:.3f}" for p in prediction.get("top_k", []))
         rows.append((name, str(prediction["label"]), f"{prediction['score']:.3f}", ranked))
-    lines = _table(rows)
+    lines = table(rows).splitlines()
     summary = [f"adapter: {output.get('adapter') or 'none (base model)'}", f"{len(predictions)} image(s)"]
     total = (output.get("timings") or {}).get("total_ms")
     if isinstance(total, (int, float)):

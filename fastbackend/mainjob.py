@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastbackend.tables import table
+
 DEMO_NOTEBOOK = "notebooks/00_demo_models.ipynb"
 PIPELINES_FILE = "pipelines.yaml"
 
@@ -32,10 +34,7 @@ def accuracy_table(metrics: dict[str, Any]) -> str:
     tasks = sorted({k.split("/")[0] for k in metrics if k.endswith("/adapter_accuracy")})
     for task in tasks:
         rows.append((task, f"{metrics[f'{task}/base_accuracy']:.1%}", f"{metrics[f'{task}/adapter_accuracy']:.1%}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return table(rows)
 
 
 def main_job(root: Path, models_dir: Path, rebuild: bool = False) -> int:
@@ -49,6 +48,12 @@ def main_job(root: Path, models_dir: Path, rebuild: bool = False) -> int:
 
     started = time.perf_counter()
     pipelines = root / PIPELINES_FILE
+    if not rebuild and not models_present(models_dir) and models_dir.is_dir() and any(models_dir.iterdir()):
+        # The build starts by deleting <models>/base: never do that to a folder we did not make.
+        raise SystemExit(
+            f"{models_dir} exists but holds no complete demo model set (base/model.safetensors and an adapter); "
+            "move it away, or pass --rebuild to replace it with the demo models"
+        )
     if rebuild or not models_present(models_dir):
         print(f"building the embedded default models into {models_dir} ...", flush=True)
         built = run_pipeline("demo-models", pipelines_file=pipelines, parameters={"output_dir": str(models_dir)})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,21 +26,27 @@ class ExecutedNotebook:
     figures: tuple[Path, ...] = ()
 
 
-def execute(
+def run_notebook(
     source: Path,
     output: Path,
     parameters: dict[str, Any] | None = None,
     cwd: Path | None = None,
-    progress: bool = False,
-    figures: bool = True,
-) -> ExecutedNotebook:
-    """Run one notebook with papermill; save its figures as PNG beside the output (unless told not to).
+    on_cell: Callable[[int, int], None] | None = None,
+) -> None:
+    """The one way the tools execute a notebook: papermill, our kernel and its arguments, quiet.
+
+    Args:
+        source: the notebook; output: where the executed copy goes (written even on failure).
+        parameters: injected after the `parameters` cell.
+        cwd: the kernel's working directory (default: the current one).
+        on_cell: called with (cell index, number of cells) as each cell starts.
 
     Raises:
         papermill.PapermillExecutionError: a cell failed (the partial notebook is at `output`).
     """
-    import nbformat
     import papermill
+
+    from fastbackend.kernel import ENGINE, KERNEL_ARGUMENTS
 
     output.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(
@@ -48,9 +55,29 @@ def execute(
         parameters=parameters or {},
         cwd=str(cwd or Path.cwd()),
         kernel_name=KERNEL_NAME,
-        progress_bar=progress,
+        engine_name=ENGINE,
+        progress_bar=False,
         log_output=False,
+        on_cell=on_cell,
+        extra_arguments=list(KERNEL_ARGUMENTS),
     )
+
+
+def execute(
+    source: Path,
+    output: Path,
+    parameters: dict[str, Any] | None = None,
+    cwd: Path | None = None,
+    figures: bool = True,
+) -> ExecutedNotebook:
+    """Run one notebook (`run_notebook`); read back its metrics and save its figures as PNG beside it.
+
+    Raises:
+        papermill.PapermillExecutionError: a cell failed (the partial notebook is at `output`).
+    """
+    import nbformat
+
+    run_notebook(source, output, parameters, cwd)
     nb = nbformat.read(output, as_version=4)
     return ExecutedNotebook(source, output, metrics_from_notebook(nb), save_figures(nb, output) if figures else ())
 

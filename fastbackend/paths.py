@@ -24,3 +24,19 @@ def project_path(path: str | Path) -> Path:
     """An absolute path as is; a relative one under the project root."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else project_root() / path
+
+
+def import_root(path: Path) -> Path:
+    """The folder to put on sys.path so the file imports as part of its package."""
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def module_name(path: Path, root: Path) -> str:
+    rel = path.relative_to(root).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts) or path.stem

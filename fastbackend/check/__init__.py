@@ -2,7 +2,8 @@
 
 One module per stage: `source` loads the handler and the project code it imports, `resolve`
 says what names refer to, `flow` follows calls and return values, `entry` finds start() and the
-handler, `checks_*` hold the static rules, `dynamic` (with `procs`) runs the module for `--run`,
+handler, `checks_*` hold the static rules (`static` runs them), `dynamic` runs the module for `--run`
+(through fastbackend/local.py, the one local runner; `answers` reads what comes back),
 `scoring` turns findings into the review's table and score, `render` writes Markdown or JSON.
 `rules` is the catalogue of findings and `model` the data they travel in.
 """

@@ -1,8 +1,9 @@
 """Stage 5: the static review: run every static rule over the loaded project.
 
 `Analysis` is the working state the rule modules share (resolver, entry point, reachable
-code, and the findings and evidence collected so far); `analyse` runs them in order and
-applies inline suppressions (`# fastbackend: ignore[rule-id]` on the reported line).
+code, and the findings and evidence collected so far) and the inline suppressions
+(`# fastbackend: ignore[rule-id]` on the reported line). `static.analyse` runs the rule modules
+over it; they import this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastbackend.check.entry import Entry, find_entry
+from fastbackend.check.entry import Entry
 from fastbackend.check.flow import Returns, Step, Unit, reach, walk_units
 from fastbackend.check.model import Advice, Compliant, Finding, HandlerInfo
 from fastbackend.check.resolve import Ctx, Func, Resolver
@@ -124,42 +125,3 @@ def suppressed(project: Project, finding: Finding) -> bool:
                 ids = match.group(1)
                 return ids is None or finding.rule_id in {i.strip() for i in ids.split(",")}
     return False
-
-
-@dataclass(frozen=True)
-class StaticResult:
-    handler: HandlerInfo | None
-    findings: tuple[Finding, ...]
-    suppressed: tuple[Finding, ...]
-    compliant: tuple[Compliant, ...]
-    advice: tuple[Advice, ...]
-    notes: tuple[str, ...]
-    modules: tuple[str, ...]
-    entry: Entry
-
-
-def analyse(project: Project) -> StaticResult:
-    """Run every static rule; returns findings (suppressions applied) and evidence."""
-    from fastbackend.check import checks_handler, checks_runtime, checks_start
-
-    resolver = Resolver(project)
-    entry = find_entry(resolver)
-    a = Analysis(project, resolver, entry, Returns(resolver), entry.handler)
-    checks_start.check_sources(a)
-    checks_start.check_start(a)
-    for handler in entry.handlers or (None,):
-        each = a.for_handler(handler)
-        checks_handler.check_handler(each)
-        checks_runtime.check_setup(each)
-        checks_runtime.check_payload(each)
-    if len(entry.handlers) > 1:
-        names = ", ".join(f"{h.qualname}()" for h in entry.handlers)
-        a.notes.append(f"start() is given one of {names}, chosen at run time; each was reviewed")
-    checks_start.check_local_testing(a)
-    checks_runtime.future_improvements(a)
-    kept = tuple(f for f in a.findings if not suppressed(project, f))
-    dropped = tuple(f for f in a.findings if f not in kept)
-    modules = tuple(display_path(m.path) for m in project.modules.values())
-    return StaticResult(
-        handler_info(entry), kept, dropped, tuple(a.compliant), tuple(a.advice), tuple(a.notes), modules, a.entry
-    )

@@ -9,8 +9,9 @@ from pathlib import Path
 from fastbackend.check import rules as R
 from fastbackend.check.analysis import Analysis
 from fastbackend.check.resolve import External
-from fastbackend.check.source import display_path, import_root, resolve_from
+from fastbackend.check.source import display_path, resolve_from
 from fastbackend.check.syntax import own_nodes
+from fastbackend.paths import import_root
 
 
 def check_sources(a: Analysis) -> None:

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from fastbackend.check import rules as R
+from fastbackend.check.answers import Answer, post, sdk_traceback
 from fastbackend.check.model import Finding, Probe
-from fastbackend.check.procs import Answer, LocalServer, Target, run_once, sdk_traceback
+from fastbackend.local import HandlerCommand, LocalServer, run_test_input
 
 OVERSIZE_BYTES = 21 * 1024 * 1024  # over /runsync's 20 MB, so over any sane handler limit
 PADDING_KEY = "_fastbackend_check_padding"
@@ -73,8 +74,8 @@ def _last_error(output: str) -> str:
     return _short((errors or lines or ["(no output)"])[-1].strip(), 240)
 
 
-def _test_input(target: Target, options: RunOptions, rec: _Recorder) -> None:
-    done = run_once(target, ["--test_input", json.dumps(options.job), "--rp_log_level", "INFO"], options.timeout_s)
+def _test_input(command: HandlerCommand, options: RunOptions, rec: _Recorder) -> None:
+    done = run_test_input(options.job, timeout=options.timeout_s, command=command)
     name = f"`--test_input` ({options.job_source})"
     rec.result.metrics["test_input_s"] = round(done.seconds, 3)
     if done.returncode is None:
@@ -87,10 +88,10 @@ def _test_input(target: Target, options: RunOptions, rec: _Recorder) -> None:
             name,
             False,
             done.seconds,
-            f"exit {done.returncode}: {_last_error(done.output)}",
+            f"exit {done.returncode}: {_last_error(done.log)}",
             "run-test-input",
         )
-    elif "generator object" in done.output:
+    elif "generator object" in done.log:
         rec.probe(
             R.RUN_TEST_INPUT,
             name,
@@ -100,10 +101,7 @@ def _test_input(target: Target, options: RunOptions, rec: _Recorder) -> None:
             "generator-test-input",
         )
     else:
-        result = next(
-            (ln.split("Job result:", 1)[1].strip() for ln in done.output.splitlines() if "Job result:" in ln), ""
-        )
-        rec.probe(R.RUN_TEST_INPUT, name, True, done.seconds, f"exit 0; {_short(result) or 'completed'}")
+        rec.probe(R.RUN_TEST_INPUT, name, True, done.seconds, f"exit 0; {_short(done.result_text) or 'completed'}")
 
 
 def _completed(answer: Answer, generator: bool) -> tuple[bool, str]:
@@ -166,28 +164,32 @@ def _rejected(answer: Answer) -> tuple[str, str]:
     return "refused", f"FAILED: {_short(error)}"
 
 
-def _serve(target: Target, options: RunOptions, rec: _Recorder) -> None:
+def _post(server: LocalServer, path: str, body: Any, timeout: float) -> Answer:
+    return post(server.url + path, body, timeout)
+
+
+def _serve(command: HandlerCommand, options: RunOptions, rec: _Recorder) -> None:
     job, m, api = options.job, rec.result.metrics, R.RUN_LOCAL_API
-    with LocalServer(target) as server:
+    with LocalServer(command) as server:
         ready = server.wait_ready(options.timeout_s)
         if ready is None:
             why = "exited" if not server.alive() else f"did not answer within {options.timeout_s:.0f} s"
             rec.probe(api, "`--rp_serve_api` start", False, None, f"{why}: {server.log_tail()[-400:]}", "run-local-api")
             return
         m["server_ready_s"] = round(ready, 3)
-        first = server.post("/runsync", job, options.timeout_s)
+        first = _post(server, "/runsync", job, options.timeout_s)
         m["cold_start_s"] = round(time.perf_counter() - server.spawned, 3)
         m["first_job_ms"] = round(first.seconds * 1000, 1)
         ok, detail = _completed(first, rec.generator)
         rec.probe(api, "/runsync (test job)", ok, first.seconds, detail, _rule_for(first))
-        queued = server.post("/run", job, options.timeout_s)
+        queued = _post(server, "/run", job, options.timeout_s)
         job_id = queued.body.get("id") if isinstance(queued.body, dict) else None
-        status = server.post(f"/status/{job_id}", b"", options.timeout_s) if job_id else queued
+        status = _post(server, f"/status/{job_id}", b"", options.timeout_s) if job_id else queued
         ok, detail = _completed(status, rec.generator)
         rec.probe(
             api, "/run + /status", ok, queued.seconds + (status.seconds if job_id else 0), detail, _rule_for(status)
         )
-        big = server.post("/runsync", _padded(job), options.timeout_s)
+        big = _post(server, "/runsync", _padded(job), options.timeout_s)
         verdict, detail = _rejected(big)
         # Raising with a size error still refuses the payload; the raise is the error-handling probes' concern.
         passed = verdict in ("refused", "raised") and bool(SIZE_WORDS.search(detail.split(":", 1)[-1]))
@@ -202,7 +204,7 @@ def _serve(target: Target, options: RunOptions, rec: _Recorder) -> None:
             "run-oversize",
         )
         for label, bad in _malformed(job):
-            answer = server.post("/runsync", bad, options.timeout_s)
+            answer = _post(server, "/runsync", bad, options.timeout_s)
             verdict, detail = _rejected(answer)
             rec.probe(
                 R.RUN_MALFORMED,
@@ -219,7 +221,7 @@ def _warm(server: LocalServer, options: RunOptions, rec: _Recorder, first: Answe
     m = rec.result.metrics
     times, failures = [], []
     for _ in range(options.warm_requests):
-        answer = server.post("/runsync", options.job, min(options.timeout_s, 60.0))
+        answer = _post(server, "/runsync", options.job, min(options.timeout_s, 60.0))
         ok, detail = _completed(answer, rec.generator)
         (times if ok else failures).append(answer.seconds if ok else detail)
     if failures:
@@ -258,9 +260,9 @@ def run_dynamic(handler_path: Path, options: RunOptions, anchor: tuple[str, int]
     """Run every dynamic probe against the handler module; never raises for a failing handler."""
     started = time.perf_counter()
     result = DynamicResult()
-    target = Target.for_handler(handler_path, options.python)
+    command = HandlerCommand.for_handler(handler_path, options.python)
     rec = _Recorder(result, anchor[0], anchor[1], generator)
-    _test_input(target, options, rec)
-    _serve(target, options, rec)
+    _test_input(command, options, rec)
+    _serve(command, options, rec)
     result.seconds = time.perf_counter() - started
     return result

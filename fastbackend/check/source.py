@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastbackend.check.model import CheckError
+from fastbackend.paths import import_root, module_name
 
 MAX_MODULES = 200  # bounds the walk on a large project; the handler's closure is far smaller
 MAX_FILE_BYTES = 2_000_000
@@ -104,22 +105,6 @@ def parse_module(name: str, path: Path) -> Module:
     text = path.read_text(encoding="utf-8", errors="replace")
     tree = ast.parse(text, filename=str(path))
     return Module(name, path, tree, tuple(text.splitlines()), path.name == "__init__.py")
-
-
-def import_root(path: Path) -> Path:
-    """The folder to put on sys.path so the file imports as part of its package."""
-    folder = path.parent
-    while (folder / "__init__.py").is_file() and folder.parent != folder:
-        folder = folder.parent
-    return folder
-
-
-def module_name(path: Path, root: Path) -> str:
-    rel = path.relative_to(root).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts) or path.stem
 
 
 def _magic_line(text: str, error_line: int | None) -> tuple[int, str] | None:

@@ -18,21 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-import papermill
 import yaml
-from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError, strip_color
 
-from fastbackend.notebooks import KERNEL_NAME, save_figures, write_metrics
+from fastbackend.notebooks import run_notebook, save_figures, write_metrics
 from fastbackend.pipeline.errors import Failure
 from fastbackend.pipeline.plan import PlannedStep, RunPlan
 from fastbackend.record import metrics_from_notebook
 
-ENGINE = "fastbackend-progress"
-# The kernel's own log is noise in a run's output: a warning on every start that its loopback TCP
-# is unencrypted, and "KeyboardInterrupt caught in kernel" when jupyter_client interrupts it
-# before every shutdown. Cell errors are in the executed notebook; a crash still reaches stderr.
-KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 # Cells papermill adds to an executed notebook that the source notebook does not have.
 _ADDED_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
 
@@ -81,25 +74,6 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-
-class _ProgressEngine(NBClientEngine):
-    """papermill's default engine, plus a callback when each cell starts (for the progress bar)."""
-
-    @classmethod
-    def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, **kwargs):
-        if on_cell is not None:
-            started, total = nb_man.cell_start, len(nb_man.nb.cells)
-
-            def cell_start(cell, cell_index=None, **kw):
-                started(cell, cell_index, **kw)
-                on_cell(cell_index or 0, total)
-
-            nb_man.cell_start = cell_start
-        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
-
-
-papermill_engines.register(ENGINE, _ProgressEngine)
 
 
 def _cell_frame(traceback: list[str]) -> str:
@@ -224,18 +198,7 @@ def run_plan(
                 on_progress(ProgressEvent("cell", index, _number, cell, n_cells))
 
         try:
-            papermill.execute_notebook(
-                str(step.source),
-                str(output),
-                parameters=step.injected,
-                cwd=str(plan.root),
-                kernel_name=KERNEL_NAME,
-                engine_name=ENGINE,
-                progress_bar=False,
-                log_output=False,
-                on_cell=on_cell,
-                extra_arguments=list(KERNEL_ARGUMENTS),
-            )
+            run_notebook(step.source, output, step.injected, plan.root, on_cell)
             step_status = "ok"
         except (Exception, KeyboardInterrupt) as exc:  # papermill's, nbclient's and the kernel's, all recorded
             step_status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"

@@ -17,6 +17,7 @@ from fastbackend.pipeline.definitions import DEFAULT_FILE, load_definitions
 from fastbackend.pipeline.errors import PipelineError, StepFailed
 from fastbackend.pipeline.execute import RunResult
 from fastbackend.pipeline.plan import Override, load_params_file, parse_assignment, plan_runs
+from fastbackend.pipeline.summary import metrics_table, write_sweep_record
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,6 @@ def run_pipeline(
         KeyboardInterrupt: after the interrupted run was recorded.
     """
     from fastbackend.pipeline.progress import ProgressDisplay
-    from fastbackend.pipeline.summary import write_sweep_record
     from fastbackend.pipeline.sweep import run_all
 
     started = time.perf_counter()
@@ -134,3 +134,26 @@ def run_pipeline(
     if run.sweep:
         write_sweep_record(results, run_dir)
     return run
+
+
+def report(run: PipelineRun) -> str:
+    """The full end-of-invocation text: headline, metrics table, then each failure."""
+
+    def shown(path: Path) -> Path:
+        return path.relative_to(run.root) if path.is_relative_to(run.root) else path
+
+    results = run.results
+    if not run.sweep:
+        head = f"pipeline {run.pipeline}: {results[0].status} in {run.seconds:.1f} s; run folder {shown(run.run_dir)}"
+    else:
+        ok = sum(r.ok for r in results)
+        head = (
+            f"pipeline {run.pipeline}: sweep of {len(results)} runs, {ok} ok, in {run.seconds:.1f} s; "
+            f"folder {shown(run.run_dir)}"
+        )
+    parts = [head, "", metrics_table(results)]
+    for r in results:
+        if r.failure:
+            text = r.failure.describe().replace(str(r.failure.partial), str(shown(r.failure.partial)))
+            parts += ["", f"[{r.label}] {text}" if r.label else text]
+    return "\n".join(parts)

@@ -1,4 +1,4 @@
-"""What a user reads at the end: the recorded metrics as a table, and the failures in full.
+"""What a user reads at the end: the recorded metrics as a table (`runner.report` adds the failures).
 
 One run gives a `metric | value` table; a sweep gives one column per point, with its status and
 wall time first, so the points compare side by side.
@@ -12,24 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastbackend.pipeline.definitions import Definitions
+from fastbackend.tables import table
 
 if TYPE_CHECKING:
     from fastbackend.pipeline.execute import RunResult
-    from fastbackend.pipeline.runner import PipelineRun
 
 
 def format_value(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, float):
         return str(value)
     return f"{value:.4g}"
-
-
-def table(rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns under a dashed rule; the first row is the header."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def metrics_table(results: Sequence[RunResult]) -> str:
@@ -45,29 +37,6 @@ def metrics_table(results: Sequence[RunResult]) -> str:
     ]
     rows += [[n, *(format_value(r.metrics[n]) if n in r.metrics else "-" for r in results)] for n in names]
     return table(rows)
-
-
-def report(run: PipelineRun) -> str:
-    """The full end-of-invocation text: headline, metrics table, then each failure."""
-
-    def shown(path: Path) -> Path:
-        return path.relative_to(run.root) if path.is_relative_to(run.root) else path
-
-    results = run.results
-    if not run.sweep:
-        head = f"pipeline {run.pipeline}: {results[0].status} in {run.seconds:.1f} s; run folder {shown(run.run_dir)}"
-    else:
-        ok = sum(r.ok for r in results)
-        head = (
-            f"pipeline {run.pipeline}: sweep of {len(results)} runs, {ok} ok, in {run.seconds:.1f} s; "
-            f"folder {shown(run.run_dir)}"
-        )
-    parts = [head, "", metrics_table(results)]
-    for r in results:
-        if r.failure:
-            text = r.failure.describe().replace(str(r.failure.partial), str(shown(r.failure.partial)))
-            parts += ["", f"[{r.label}] {text}" if r.label else text]
-    return "\n".join(parts)
 
 
 def write_sweep_record(results: Sequence[RunResult], run_dir: Path) -> None:

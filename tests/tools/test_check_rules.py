@@ -14,7 +14,7 @@ import pytest
 
 from fastbackend.check import CheckOptions, review
 
-RUNTIME = Path(__file__).parent / "fixtures" / "handlers" / "fixture_runtime"
+RUNTIME = Path(__file__).parents[1] / "fixtures" / "handlers" / "fixture_runtime"
 
 THIN = """
 from fixture_runtime.worker import Worker

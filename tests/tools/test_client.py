@@ -211,16 +211,7 @@ def test_prediction_table_has_a_row_per_image_and_a_summary():
     assert lines[4] == "adapter: none (base model) | 2 image(s) | 3.2 ms on the worker"
 
 
-# -- the same client against RunPod's local API ------------------------------------------
-@pytest.fixture(scope="module")
-def local_api(root, models_dir, tmp_path_factory):
-    from fastbackend.local import serve_api
-
-    env = {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(models_dir / "adapters")}
-    with serve_api(root, env=env, log_file=tmp_path_factory.mktemp("client") / "api.log") as api:
-        yield api
-
-
+# -- the same client against RunPod's local API (conftest's shared local_api) ---------------
 @pytest.mark.parametrize("mode", ["--sync", "--async"])
 def test_local_round_trip_through_the_cli(local_api, tmp_path, capsys, mode):
     files, labels = [], []

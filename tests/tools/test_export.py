@@ -11,7 +11,7 @@ import pytest
 
 from fastbackend.export import ExportError, export, stale_diff
 
-FIXTURES = Path(__file__).parent / "fixtures" / "export"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "export"
 
 
 def project(tmp_path: Path, *notebooks: str) -> Path:

@@ -10,7 +10,7 @@ import pytest
 from fastbackend.check import CheckOptions, Severity, review
 from fastbackend.check.rules import RULES, Area
 
-FIXTURES = Path(__file__).parent / "fixtures" / "handlers"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "handlers"
 
 # fixture -> exactly the findings it must produce
 EXPECTED = {
@@ -125,7 +125,7 @@ def test_catalogue_is_complete() -> None:
     assert every_expected <= set(RULES)
 
 
-GENERATED = Path(__file__).resolve().parents[1] / "exported" / "handler.py"
+GENERATED = Path(__file__).resolve().parents[2] / "exported" / "handler.py"
 
 
 def test_generated_handler_passes_strict_static_review() -> None:

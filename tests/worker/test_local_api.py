@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import digit
 
-from fastbackend.local import run_test_input, serve_api
+from fastbackend.local import run_test_input
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +19,20 @@ def env(models_dir):
 
 
 @pytest.fixture(scope="module")
-def api(root, env, tmp_path_factory):
-    log = tmp_path_factory.mktemp("api") / "local_api.log"
-    with serve_api(root, env=env, log_file=log) as server:
-        yield server
+def api(local_api):
+    return local_api
 
 
 @pytest.fixture(scope="module")
 def inverted_job():
     image, label = digit("inverted", 7)
     return {"input": {"images": image, "adapter": "inverted", "top_k": 3}}, str(label)
+
+
+@pytest.fixture(scope="module")
+def inverted_test_input(root, env, inverted_job):
+    """One `--test_input` run of the inverted job (a process start each), read by two tests."""
+    return run_test_input(inverted_job[0], root, env)
 
 
 def test_runsync_answers_with_the_prediction(api, inverted_job):
@@ -51,9 +55,9 @@ def test_a_bad_job_fails_with_a_coded_string_and_the_server_stays_healthy(api, i
     assert api.runsync(inverted_job[0])["status"] == "COMPLETED"
 
 
-def test_test_input_gives_the_same_output_as_the_local_api(root, env, api, inverted_job):
+def test_test_input_gives_the_same_output_as_the_local_api(api, inverted_job, inverted_test_input):
     job, label = inverted_job
-    local = run_test_input(job, root, env)
+    local = inverted_test_input
     assert local.returncode == 0, local.log[-3000:]
     served = api.runsync(job)["output"]
     assert local.output["predictions"] == served["predictions"]
@@ -67,9 +71,9 @@ def test_committed_test_input_json_predicts_its_digit(root, env):
     assert json.loads((root / "test_input.json").read_text())["input"]["images"].startswith("iVBORw0KGgo")
 
 
-def test_log_lines_are_json_and_carry_no_image_data(root, env, inverted_job):
+def test_log_lines_are_json_and_carry_no_image_data(inverted_job, inverted_test_input):
     job, _ = inverted_job
-    local = run_test_input(job, root, env)
+    local = inverted_test_input
     lines = [line for line in local.log.splitlines() if '"logger":"fastbackend"' in line]
     ours = [json.loads(line) for line in lines]
     events = [entry["event"] for entry in ours]

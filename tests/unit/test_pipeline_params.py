@@ -14,7 +14,7 @@ from fastbackend.pipeline.params import ParamType, ValueRejected, inspect_parame
 from fastbackend.pipeline.plan import Override, load_params_file, parse_assignment, plan_runs
 from fastbackend.pipeline.summary import pipeline_help
 
-FIXTURES = Path(__file__).parent / "fixtures" / "pipelines"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "pipelines"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from test_check_rules import THIN, make_project
 
 from fastbackend.check import CheckOptions, review
 
-FIXTURES = Path(__file__).parent / "fixtures" / "handlers"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "handlers"
 
 
 def run_review(path: Path, **options):
@@ -91,9 +91,11 @@ def test_worker_that_cannot_start_is_no_go(tmp_path: Path) -> None:
     assert not_run == {"Oversized payload rejected", "Malformed payload answered", "Cold start and warm latency"}
 
 
-def test_generated_handler_scores_ten_with_run(models_dir) -> None:
-    """The project's own exported/handler.py, run for real against the demo models."""
-    generated = Path(__file__).resolve().parents[1] / "exported" / "handler.py"
+def test_generated_handler_scores_ten_with_run(models_dir, monkeypatch) -> None:
+    """The project's own exported/handler.py, run for real against the demo models (never models/)."""
+    monkeypatch.setenv("FASTBACKEND_BASE_MODEL", str(models_dir / "base"))
+    monkeypatch.setenv("FASTBACKEND_ADAPTERS_DIR", str(models_dir / "adapters"))
+    generated = Path(__file__).resolve().parents[2] / "exported" / "handler.py"
     report = review(CheckOptions(generated, run=True, timeout_s=180))
     assert [f.to_json() for f in report.findings] == []
     assert all(p.passed for p in report.probes), [p.to_json() for p in report.probes]

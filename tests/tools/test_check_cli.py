@@ -9,7 +9,7 @@ import pytest
 
 from fastbackend.cli import main
 
-FIXTURES = Path(__file__).parent / "fixtures" / "handlers"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "handlers"
 MARKDOWN_SECTIONS = (
     "## Compliant",
     "## Problems to fix",
@@ -104,7 +104,7 @@ def test_run_without_a_test_job_says_how_to_give_one(capsys: pytest.CaptureFixtu
 
 
 def test_a_handler_in_a_package_runs_as_a_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastbackend.check.procs import Target
+    from fastbackend.local import HandlerCommand
 
     monkeypatch.setenv("RUNPOD_WEBHOOK_GET_JOB", "https://api.runpod.ai/v2/x/job-take/$ID")  # never reach it
 
@@ -112,11 +112,11 @@ def test_a_handler_in_a_package_runs_as_a_module(tmp_path: Path, monkeypatch: py
     (tmp_path / "exported" / "__init__.py").write_text("")
     (tmp_path / "exported" / "handler.py").write_text("")
     (tmp_path / "loose.py").write_text("")
-    target = Target.for_handler(tmp_path / "exported" / "handler.py", "python")
+    target = HandlerCommand.for_handler(tmp_path / "exported" / "handler.py", "python")
     assert target.argv == ("python", "-m", "exported.handler") and target.cwd == tmp_path.resolve()
     env = dict(target.env)
     assert env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] == "true" and "RUNPOD_WEBHOOK_GET_JOB" not in env
-    assert Target.for_handler(tmp_path / "loose.py", "python").argv == (
+    assert HandlerCommand.for_handler(tmp_path / "loose.py", "python").argv == (
         "python",
         str((tmp_path / "loose.py").resolve()),
     )

@@ -6,24 +6,16 @@ import shutil
 import subprocess
 import sys
 
-from fastbackend.local import handler_env
+from fastbackend.local import handler_env, run_test_input
 
 
 def start_worker(root, env, timeout=120):
-    job = '{"input": {"op": "ping"}}'
-    return subprocess.run(
-        [sys.executable, "-m", "exported.handler", "--test_input", job],
-        cwd=root,
-        env=handler_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_test_input({"input": {"op": "ping"}}, root, env, timeout)
 
 
 def failure_line(done) -> str:
-    lines = [line for line in done.stderr.splitlines() if line.startswith("fastbackend: setup failed")]
-    assert len(lines) == 1, done.stderr[-2000:]
+    lines = [line for line in done.log.splitlines() if line.startswith("fastbackend: setup failed")]
+    assert len(lines) == 1, done.log[-2000:]
     return lines[0]
 
 
@@ -31,7 +23,7 @@ def test_missing_model_folder(root, tmp_path):
     done = start_worker(root, {"FASTBACKEND_BASE_MODEL": str(tmp_path / "gone")})
     assert done.returncode == 1
     assert f"{tmp_path / 'gone' / 'config.json'}: missing" in failure_line(done)
-    assert "Job result" not in done.stdout
+    assert "Job result" not in done.log
 
 
 def test_corrupt_base_weights(root, models_dir, tmp_path):

@@ -114,12 +114,13 @@ def test_in_process_handler(make_worker, jobs, direct):
         assert_same("handler", name, logits_of(worker.handle(job)), direct[name])
 
 
-def test_test_input(root, env, jobs, direct):
-    for name, job in jobs.items():
-        small = {**job["input"], "images": job["input"]["images"][:TEST_INPUT_COUNT]}
-        run = run_test_input({"input": small}, root, env)
-        assert run.returncode == 0, run.log[-2000:]
-        assert_same("--test_input", name, logits_of(run.output), direct[name][:TEST_INPUT_COUNT])
+# One process start per set: the adapter set always, the other two under make test-full.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "inverted" else pytest.mark.full) for n in TARGETS])
+def test_test_input(root, env, jobs, direct, name):
+    small = {**jobs[name]["input"], "images": jobs[name]["input"]["images"][:TEST_INPUT_COUNT]}
+    run = run_test_input({"input": small}, root, env)
+    assert run.returncode == 0, run.log[-2000:]
+    assert_same("--test_input", name, logits_of(run.output), direct[name][:TEST_INPUT_COUNT])
 
 
 def test_local_api(root, env, jobs, direct):

@@ -13,7 +13,7 @@ import yaml
 
 from fastbackend.cli import main
 
-FIXTURES = Path(__file__).parent / "fixtures" / "pipelines"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "pipelines"
 PIPELINES = FIXTURES / "pipelines.yaml"
 RUN_FOLDER = re.compile(r"\d{8}T\d{6}Z-(?P<name>[\w-]+)")
 

@@ -1,0 +1,48 @@
+"""nbval re-runs the committed notebooks, on a copy: models/ and notebooks/ stay exactly as they are.
+
+nbval cannot pass parameters, and notebook 00's default `output_dir` is `models` (it deletes
+`models/base` first). The notebooks resolve such paths from the project root (the folder with
+pyproject.toml and notebooks/, fastbackend/paths.py), and nbval starts each kernel in the
+notebook's folder: so a copy of notebooks/ beside a pyproject.toml in a temporary folder is a
+project of its own, and 00 builds its models there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under `folder`: (modification time in ns, size); {} when it is missing."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            stat = path.stat()
+            found[path.relative_to(folder).as_posix()] = (stat.st_mtime_ns, stat.st_size if path.is_file() else 0)
+    return found
+
+
+def test_nbval_runs_every_notebook_on_a_copy_and_leaves_models_untouched(root: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(root / "notebooks", project / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    (project / "pyproject.toml").write_text('[tool.pytest.ini_options]\naddopts = "-p no:cacheprovider"\n')
+    before = {name: snapshot(root / name) for name in ("models", "notebooks")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-v", "notebooks"],
+        cwd=project,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    for notebook in sorted((root / "notebooks").glob("*.ipynb")):
+        assert f"{notebook.name}::Cell 0 PASSED" in done.stdout, done.stdout[-3000:]
+    # notebook 00 built its models in the copy, as it would have in models/
+    assert (project / "models" / "base" / "model.safetensors").is_file()
+    assert {name: snapshot(root / name) for name in ("models", "notebooks")} == before
