@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -60,6 +61,12 @@ class Admission:
                 self.images -= images
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which containers set), else the machine's."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 def _image_count(raw: Any) -> int:
     images = raw.get("images") if isinstance(raw, dict) else None
     return len(images) if isinstance(images, list) else int(images is not None)
@@ -80,6 +87,7 @@ class Worker:
         self.batcher: MicroBatcher | None = None  # when concurrency > 1
         self.admission = Admission(1, 1)
         self._executor: ThreadPoolExecutor | None = None
+        self.image_pool: ThreadPoolExecutor | None = None  # decodes a job's images in parallel
 
     # -- setup ---------------------------------------------------------------
     def setup(self, config: WorkerConfig | None = None) -> Worker:
@@ -102,6 +110,9 @@ class Worker:
                 start = time.perf_counter()
                 step()
                 timings[stage] = ms_since(start)
+        threads = config.decode_threads or _usable_cpus()
+        if threads > 1:
+            self.image_pool = ThreadPoolExecutor(threads, thread_name_prefix="fastbackend-image")
         if config.concurrency > 1:
             self.batcher = MicroBatcher(host.forward, config.max_batch, config.max_batch_wait_ms)
             self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="fastbackend-job")
