@@ -25,6 +25,7 @@ BENCHMARKS = {  # module: (full arguments, --quick arguments)
     "cold_start": (["--runs", "5", "--vit-runs", "3"], ["--runs", "1", "--vit-runs", "1"]),
     "realsize": (["--repeats", "3"], ["--quick"]),
     "embedded": (["--repeats", "300"], ["--repeats", "30"]),
+    "gpu": (["--repeats", "5"], ["--repeats", "1"]),
     "tooling": (["--repeats", "10"], ["--repeats", "3"]),
 }
 

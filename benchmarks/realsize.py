@@ -63,10 +63,10 @@ def timed(fn: Any, *args: Any) -> float:
     return elapsed
 
 
-def predict_rows(model: str, megapixels: int, batches: list[int], repeats: int) -> tuple[list, dict]:
+def predict_rows(model: str, megapixels: int, batches: list[int], repeats: int, **settings: Any) -> tuple[list, dict]:
     from transformers import AutoImageProcessor
 
-    worker = make_worker(model)
+    worker = make_worker(model, **settings)
     host = worker.host
     processor = AutoImageProcessor.from_pretrained(model_dir(model), backend="pil")
     rows, record = [], {}
