@@ -4,6 +4,8 @@
 # %% notebooks/00_demo_models.ipynb cell 6472d848
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 TASKS = {
@@ -38,10 +40,44 @@ def load_digit_task(task: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return shift_images(images[chosen], task), digits.target[chosen].astype(np.int64)
 
 
+# %% notebooks/00_demo_models.ipynb cell digitfolder
+def write_digit_folder(task: str, split: str, parent: str | Path) -> Path:
+    """The digits of one task and split as an image folder, `parent/<task>-<split>/<label>/NNNN.png`.
+
+    Written once (a marker file says it is complete; concurrent writers each write a private
+    copy and the first rename wins), so notebooks and pipelines read digits through the same
+    dataset loader as a user's folder.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from PIL import Image
+
+    folder = Path(parent) / f"{task}-{split}"
+    if (folder / ".complete").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    images, labels = load_digit_task(task, split)
+    for n, (image, label) in enumerate(zip(images, labels)):
+        (staging / str(label)).mkdir(exist_ok=True)
+        Image.fromarray(image).save(staging / str(label) / f"{n:04d}.png")
+    (staging / ".complete").write_text(f"{len(images)} images\n")
+    try:
+        os.rename(staging, folder)
+    except OSError:  # another process finished first (or a stale partial folder is in the way)
+        shutil.rmtree(staging)
+        if not (folder / ".complete").is_file():
+            raise
+    return folder
+
+
 __all__ = [
     'TASKS',
     'SPLIT_SEED',
     'TEST_FRACTION',
     'shift_images',
     'load_digit_task',
+    'write_digit_folder',
 ]

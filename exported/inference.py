@@ -243,6 +243,59 @@ def model_labels(model: torch.nn.Module) -> list[str]:
     return [str(config.id2label[i]) for i in range(config.num_labels)]
 
 
+# %% notebooks/02_inference.ipynb cell evalx
+def dataset_logits(model: torch.nn.Module, data: Any, transform: Any, config: Any,
+                   adapter: str | None = None, batch_size: int = 64) -> np.ndarray:
+    """Logits (N, num_labels) for every image of a `worker.datasets.Dataset`, decoded as served.
+
+    Raises:
+        DatasetError: an image cannot be decoded; the message names the file.
+    """
+    from exported.preprocess import to_pixel_values
+    from worker.datasets import read_image
+
+    chunks = [np.zeros((0, len(model_labels(model))), dtype=np.float32)]
+    for start in range(0, len(data.items), batch_size):
+        images = [read_image(item.path) for item in data.items[start : start + batch_size]]
+        chunks.append(predict_logits(model, to_pixel_values(images, transform, config), adapter))
+    return np.concatenate(chunks)
+
+
+def classification_metrics(logits: np.ndarray, targets: np.ndarray, labels: Sequence[str],
+                           k: int = 3) -> dict[str, Any]:
+    """Accuracy, top-k accuracy, per-class precision/recall/support and the confusion matrix.
+
+    Returns:
+        `accuracy`, `top_k_accuracy`, `k`, `macro_precision`, `macro_recall` (over classes
+        present), `per_class` ({label: {precision, recall, support}}), `confusion` (counts,
+        rows = true label, columns = predicted, in `labels` order).
+    """
+    n = len(labels)
+    predicted = logits.argmax(1)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (targets, predicted), 1)
+    k = min(k, n)
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    per_class = {}
+    for i, label in enumerate(labels):
+        support, claimed = int(confusion[i].sum()), int(confusion[:, i].sum())
+        per_class[label] = {
+            "precision": float(confusion[i, i] / claimed) if claimed else 0.0,
+            "recall": float(confusion[i, i] / support) if support else 0.0,
+            "support": support,
+        }
+    present = [m for m in per_class.values() if m["support"]]
+    return {
+        "accuracy": float((predicted == targets).mean()) if len(targets) else 0.0,
+        "top_k_accuracy": float((top == targets[:, None]).any(1).mean()) if len(targets) else 0.0,
+        "k": k,
+        "macro_precision": float(np.mean([m["precision"] for m in present])) if present else 0.0,
+        "macro_recall": float(np.mean([m["recall"] for m in present])) if present else 0.0,
+        "per_class": per_class,
+        "confusion": confusion,
+    }
+
+
 __all__ = [
     'WEIGHTS_FILE',
     'ADAPTER_CONFIG_FILE',
@@ -257,4 +310,6 @@ __all__ = [
     'predict_logits',
     'top_k',
     'model_labels',
+    'dataset_logits',
+    'classification_metrics',
 ]

@@ -5,29 +5,98 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
+from typing import Any
 
 import albumentations as A
-import cv2
 import numpy as np
+from PIL import Image
 
 from worker.errors import ModelLoadFailed
+
+PROCESSOR_FILE = "preprocessor_config.json"
+_HALF = (0.5, 0.5, 0.5)  # transformers' IMAGENET_STANDARD_MEAN and _STD
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_BILINEAR, _BICUBIC = 2, 3  # PIL's resample codes, as preprocessor_config.json stores them
+_SQUARE_224 = {"height": 224, "width": 224}
+_DO = {"do_resize": True, "do_rescale": True, "do_normalize": True}
+_HALVES = {**_DO, "image_mean": _HALF, "image_std": _HALF}
+_CLIP = {
+    **_DO, "do_center_crop": True, "resample": _BICUBIC, "size": {"shortest_edge": 224}, "default_to_square": False,
+    "crop_size": _SQUARE_224, "image_mean": _CLIP_MEAN, "image_std": _CLIP_STD, "do_convert_rgb": True,
+}
+
+# The class defaults of each supported processor in transformers (models/*/image_processing_pil_*.py): a
+# field absent from preprocessor_config.json takes these values. Keys beyond the common fields are the
+# processor's own (crop_pct, ...).
+PROCESSOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ViTImageProcessor": {**_HALVES, "resample": _BILINEAR, "size": _SQUARE_224},
+    "DeiTImageProcessor": {
+        **_HALVES, "do_center_crop": True, "resample": _BICUBIC, "size": {"height": 256, "width": 256},
+        "crop_size": _SQUARE_224,
+    },
+    "BeitImageProcessor": {
+        **_HALVES, "do_center_crop": False, "resample": _BICUBIC, "size": _SQUARE_224, "crop_size": _SQUARE_224,
+        "do_reduce_labels": False,
+    },
+    "ConvNextImageProcessor": {
+        **_HALVES, "resample": _BICUBIC, "size": {"shortest_edge": 384}, "default_to_square": False,
+        "crop_pct": 224 / 256,
+    },
+    "BitImageProcessor": _CLIP,
+    "CLIPImageProcessor": {**_CLIP, "use_square_size": False},
+    "EfficientNetImageProcessor": {
+        **_HALVES, "do_center_crop": False, "resample": _BICUBIC, "size": {"height": 346, "width": 346},
+        "crop_size": {"height": 289, "width": 289}, "rescale_offset": False, "include_top": True,
+    },
+}
+# The fields every processor reads (transformers' ImagesKwargs). A field that is neither one of these nor
+# one of its processor's own is ignored by transformers, and so here too.
+_COMMON_FIELDS = (
+    "do_convert_rgb", "do_resize", "size", "default_to_square", "crop_size", "resample", "do_rescale",
+    "rescale_factor", "do_normalize", "image_mean", "image_std", "do_pad", "pad_size", "do_center_crop",
+    "data_format", "input_data_format", "device", "return_tensors", "disable_grouping", "image_seq_length",
+)
+# When the file names no processor type, transformers picks one from config.json's model_type.
+_MODEL_TYPE_PROCESSORS = {
+    "vit": "ViTImageProcessor", "deit": "DeiTImageProcessor", "beit": "BeitImageProcessor",
+    "swin": "ViTImageProcessor", "swinv2": "ViTImageProcessor", "convnext": "ConvNextImageProcessor",
+    "convnextv2": "ConvNextImageProcessor", "resnet": "ConvNextImageProcessor", "regnet": "ConvNextImageProcessor",
+    "dinov2": "BitImageProcessor", "clip": "CLIPImageProcessor", "efficientnet": "EfficientNetImageProcessor",
+}
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """What the model expects as input: size, channel count and normalisation."""
+    """The model's image processor, resolved: every step that changes pixels, in order.
+
+    `height` x `width` is the fixed output size; `resize` is how an image gets there before
+    any crop: "none", "exact" (stretch to `resize_size` = (h, w)), "shortest_edge" (shortest
+    edge to `resize_size[0]`, the longest capped at `resize_size[1]` when it is not 0, aspect
+    kept) or "crop_pct" (ConvNeXt's: shortest edge to int(edge / crop_pct), then a crop).
+    """
 
     height: int
     width: int
     num_channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    processor: str = "ViTImageProcessor"
+    resize: str = "exact"
+    resize_size: tuple[int, int] = (0, 0)
+    crop_pct: float = 1.0
+    resample: int = _BILINEAR
+    center_crop: tuple[int, int] | None = None
+    rescale_factor: float | None = 1 / 255  # None: no rescale
+    rescale_offset: bool = False
+    normalize: bool = True
+    include_top: bool = False  # EfficientNet: divide by std a second time
 
     def __post_init__(self) -> None:
-        if not (len(self.mean) == len(self.std) == self.num_channels):
+        if self.normalize and not (len(self.mean) == len(self.std) == self.num_channels):
             raise ValueError(f"mean/std need {self.num_channels} values, got {self.mean} / {self.std}")
 
 
@@ -39,88 +108,307 @@ def _read_json(path: Path) -> dict:
         raise ModelLoadFailed(f"{path}: unreadable ({exc})") from exc
 
 
-def read_preprocess_config(model_dir: str | Path) -> PreprocessConfig:
-    """Read the preprocessing parameters from a model folder's own config files.
+class _Refused(ValueError):
+    """A processor field this worker cannot reproduce exactly; the message names the field."""
 
-    Args:
-        model_dir: folder with `config.json` and (optionally) `preprocessor_config.json`.
 
-    Returns:
-        The PreprocessConfig: size from the processor's `size` (else the model's `image_size`),
-        channels from `num_channels`, mean/std from the processor (else 0.5 per channel).
+def _processor_type(fields: dict, model_config: dict) -> str:
+    """The processor class transformers would pick (its PIL backend), as AutoImageProcessor resolves it."""
+    kind = fields.get("image_processor_type")
+    if not kind and fields.get("feature_extractor_type"):
+        kind = fields["feature_extractor_type"].replace("FeatureExtractor", "ImageProcessor")
+    if not kind:
+        kind = _MODEL_TYPE_PROCESSORS.get(model_config.get("model_type", ""), "")
+        if not kind:
+            raise _Refused(f"image_processor_type: missing, and model_type {model_config.get('model_type')!r} has none")
+    kind = kind.removesuffix("Fast").removesuffix("Pil")
+    if kind not in PROCESSOR_DEFAULTS:
+        raise _Refused(f"image_processor_type={kind!r}: not supported (supported: {', '.join(PROCESSOR_DEFAULTS)})")
+    return kind
+
+
+def _resolve_fields(kind: str, fields: dict) -> dict[str, Any]:
+    """The processor's effective settings: its class defaults, overridden by the file's fields.
+
+    A null in the file is None, as in transformers (which then fails on a null size, mean or crop_pct).
+    """
+    known = (*_COMMON_FIELDS, *PROCESSOR_DEFAULTS[kind])
+    values = {"default_to_square": True, "rescale_factor": 1 / 255, **PROCESSOR_DEFAULTS[kind]}
+    values.update({k: v for k, v in fields.items() if k in known})
+    if kind == "CLIPImageProcessor" and values.pop("use_square_size", False):
+        # As CLIPImageProcessor.__init__ does: a square of the class default's edge, whatever `size` says.
+        edge = PROCESSOR_DEFAULTS[kind]["size"]["shortest_edge"]
+        values["size"] = {"height": edge, "width": edge}
+    return values
+
+
+def _size_dict(value: Any, default_to_square: bool, name: str) -> dict[str, int]:
+    """transformers' get_size_dict: an int, (h, w) or a dict, as a dict of one accepted key set."""
+    if isinstance(value, bool) or not isinstance(value, (int, list, tuple, dict)):
+        raise _Refused(f"{name}={value!r}: not a size")
+    if isinstance(value, int):
+        value = {"height": value, "width": value} if default_to_square else {"shortest_edge": value}
+    elif isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise _Refused(f"{name}={value!r}: a list size needs (height, width)")
+        value = {"height": value[0], "width": value[1]}
+    keys = set(value)
+    if keys not in ({"height", "width"}, {"shortest_edge"}, {"shortest_edge", "longest_edge"}):
+        raise _Refused(f"{name}={value!r}: keys {sorted(keys)} are not honoured (height+width, or shortest_edge)")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values()):
+        raise _Refused(f"{name}={value!r}: sizes must be positive integers")
+    return dict(value)
+
+
+def _resize_plan(kind: str, values: dict) -> tuple[str, tuple[int, int], tuple[int, int] | None]:
+    """(resize mode, its size, the fixed size it produces or None when it depends on the image)."""
+    if not values.get("do_resize"):
+        return "none", (0, 0), None
+    size = _size_dict(values.get("size"), bool(values["default_to_square"]), "size")
+    if kind == "ConvNextImageProcessor":
+        if "shortest_edge" not in size:
+            raise _Refused(f"size={size}: ConvNextImageProcessor needs shortest_edge (transformers refuses it too)")
+        edge = size["shortest_edge"]
+        if edge < 384 and not (isinstance(values.get("crop_pct"), (int, float)) and values["crop_pct"] > 0):
+            raise _Refused(f"crop_pct={values.get('crop_pct')!r}: shortest_edge < 384 needs a positive crop_pct")
+        if edge < 384:  # resize to edge / crop_pct, then crop edge x edge
+            return "crop_pct", (edge, 0), (edge, edge)
+        return "exact", (edge, edge), (edge, edge)
+    if "height" in size:
+        return "exact", (size["height"], size["width"]), (size["height"], size["width"])
+    return "shortest_edge", (size["shortest_edge"], size.get("longest_edge", 0)), None
+
+
+def _stats(values: dict, key: str, channels: int) -> tuple[float, ...]:
+    value = values.get(key)
+    stats = [value] * channels if isinstance(value, (int, float)) else list(value or [])
+    if len(stats) != channels:
+        raise _Refused(f"{key}={value!r}: {len(stats)} values for a {channels}-channel model")
+    return tuple(float(v) for v in stats)
+
+
+def _refuse_unsupported(values: dict, channels: int) -> None:
+    if values.get("do_pad"):
+        raise _Refused("do_pad=true: padding is not implemented")
+    if values.get("data_format") not in (None, "channels_first"):
+        raise _Refused(f"data_format={values['data_format']!r}: only channels_first")
+    if values.get("do_convert_rgb") and channels != 3:
+        raise _Refused(f"do_convert_rgb=true with a {channels}-channel model: transformers would feed 3 channels")
+    if values.get("resample") is None and values.get("do_resize"):
+        raise _Refused("resample=None: a resize needs a filter (transformers refuses it too)")
+    values["resample"] = _BILINEAR if values.get("resample") is None else values["resample"]
+    if not isinstance(values["resample"], int) or not 0 <= values["resample"] <= 5:
+        raise _Refused(f"resample={values.get('resample')!r}: not a PIL resampling filter (0-5)")
+    if values.get("do_rescale") and not isinstance(values.get("rescale_factor"), (int, float)):
+        raise _Refused(f"rescale_factor={values.get('rescale_factor')!r}: not a number")
+
+
+def _model_channels(model_config: dict) -> int:
+    """The model's input channels, from config.json (CLIP keeps it in vision_config)."""
+    vision = model_config.get("vision_config") or {}
+    return int(model_config.get("num_channels", vision.get("num_channels", 3)))
+
+
+def build_preprocess_config(fields: dict, model_config: dict) -> PreprocessConfig:
+    """The PreprocessConfig of a processor's fields (preprocessor_config.json) and the model's config.
 
     Raises:
-        ModelLoadFailed: the folder or its `config.json` is missing or unreadable.
+        ValueError: a field, or the processor type, that this code does not reproduce exactly.
+    """
+    channels = _model_channels(model_config)
+    kind = _processor_type(fields, model_config)
+    values = _resolve_fields(kind, fields)
+    _refuse_unsupported(values, channels)
+    resize, resize_size, size = _resize_plan(kind, values)
+    crop = None
+    if values.get("do_center_crop"):
+        crop_size = _size_dict(values.get("crop_size"), True, "crop_size")
+        if "height" not in crop_size:
+            raise _Refused(f"crop_size={values.get('crop_size')!r}: a crop needs height and width")
+        crop = size = (crop_size["height"], crop_size["width"])
+    if size is None:
+        raise _Refused(
+            f"size={values.get('size')!r} with do_center_crop={values.get('do_center_crop')}: each image would keep "
+            "its own size; the worker batches images of one fixed size"
+        )
+    normalize = bool(values.get("do_normalize"))
+    mean = _stats(values, "image_mean", channels) if normalize else (0.0,) * channels
+    std = _stats(values, "image_std", channels) if normalize else (1.0,) * channels
+    return PreprocessConfig(
+        height=size[0], width=size[1], num_channels=channels, mean=mean, std=std, processor=kind,
+        resize=resize, resize_size=resize_size, crop_pct=float(values.get("crop_pct") or 1.0),
+        resample=values["resample"], center_crop=crop,
+        rescale_factor=float(values["rescale_factor"]) if values.get("do_rescale") else None,
+        rescale_offset=bool(values.get("rescale_offset")), normalize=normalize,
+        include_top=bool(values.get("include_top")) and kind == "EfficientNetImageProcessor",
+    )
+
+
+def read_preprocess_config(model_dir: str | Path) -> PreprocessConfig:
+    """Read how the model's own image processor prepares pixels, from the model folder.
+
+    Args:
+        model_dir: folder with `config.json` and `preprocessor_config.json`.
+
+    Returns:
+        The PreprocessConfig that reproduces the processor's PIL backend exactly.
+
+    Raises:
+        ModelLoadFailed: a file is missing or unreadable, or the processor uses a type or field this
+            code does not reproduce exactly; the message names the file and the field.
     """
     model_dir = Path(model_dir)
-    config_file = model_dir / "config.json"
+    config_file, processor_file = model_dir / "config.json", model_dir / PROCESSOR_FILE
     if not config_file.is_file():
         raise ModelLoadFailed(f"{config_file}: missing (is the model folder right?)")
-    model_config = _read_json(config_file)
-    processor_file = model_dir / "preprocessor_config.json"
-    processor = _read_json(processor_file) if processor_file.is_file() else {}
-    channels = int(model_config.get("num_channels", 3))
-    size = processor.get("size") or model_config.get("image_size", 224)
-    if isinstance(size, dict):
-        height = int(size.get("height", size.get("shortest_edge")))
-        width = int(size.get("width", size.get("shortest_edge")))
-    else:
-        height = width = int(size)
-    mean = processor.get("image_mean", [0.5] * channels)
-    std = processor.get("image_std", [0.5] * channels)
-    return PreprocessConfig(height, width, channels, tuple(map(float, mean)), tuple(map(float, std)))
+    if not processor_file.is_file():
+        raise ModelLoadFailed(
+            f"{processor_file}: missing; the worker preprocesses as the model's own image processor does "
+            "(save it beside the model with AutoImageProcessor.save_pretrained)"
+        )
+    fields, model_config = _read_json(processor_file), _read_json(config_file)
+    try:
+        return build_preprocess_config(fields, model_config)
+    except ValueError as exc:
+        raise ModelLoadFailed(f"{processor_file}: {exc}") from None
 
 
 # %% notebooks/01_preprocess.ipynb cell 86fce4a5
-def build_eval_transform(config: PreprocessConfig) -> A.Compose:
-    """The deterministic transform applied to every image the worker serves."""
-    return A.Compose([
-        A.Resize(config.height, config.width, interpolation=cv2.INTER_LINEAR),
-        A.Normalize(mean=config.mean, std=config.std, max_pixel_value=255.0),
-    ])
+def to_model_mode(image: Image.Image | np.ndarray, num_channels: int) -> Image.Image:
+    """An 8-bit image as the model's channels: "RGB", or "L" by PIL's formula for 1-channel models.
+
+    Transparency is composited on white first, as transformers' convert_to_rgb does. Accepts a PIL
+    image (the decode step's output) or an HxW / HxWx{1,3,4} uint8 array.
+    """
+    if isinstance(image, np.ndarray):
+        array = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
+        image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
+    mode = "RGB" if num_channels == 3 else "L"
+    if num_channels not in (1, 3):
+        raise ValueError(f"{num_channels}-channel models are not supported (1 or 3)")
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        image = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+    return image if image.mode == mode else image.convert(mode)
 
 
-def build_train_transform(config: PreprocessConfig, seed: int) -> A.Compose:
-    """Train-time augmentation; the same seed gives the same sequence of augmentations."""
-    return A.Compose([
-        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.08, 0.08), rotate=(-10, 10), p=0.9),
-        A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
-        A.Resize(config.height, config.width, interpolation=cv2.INTER_LINEAR),
-        A.Normalize(mean=config.mean, std=config.std, max_pixel_value=255.0),
-    ], seed=seed)
+def _resize_target(height: int, width: int, config: PreprocessConfig) -> tuple[int, int]:
+    """(height, width) after the resize step, by transformers' rules for the config's resize mode."""
+    if config.resize == "exact":
+        return config.resize_size
+    edge, longest = config.resize_size
+    if config.resize == "crop_pct":
+        edge = int(edge / config.crop_pct)
+    if longest:  # get_size_with_aspect_ratio: the longest edge capped, the shortest follows
+        small, large = min(height, width), max(height, width)
+        raw = None
+        if large / small * edge > longest:
+            raw = longest * small / large
+            edge = int(round(raw))
+        if (height <= width and height == edge) or (width <= height and width == edge):
+            return height, width
+        scale = raw if raw is not None else edge
+        return (int(scale * height / width), edge) if width < height else (edge, int(scale * width / height))
+    # get_resize_output_image_size(default_to_square=False): torchvision's shortest-edge rule
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(edge * long / short)
+    return (new_long, edge) if width <= height else (edge, new_long)
+
+
+def _center_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """transformers' center_crop on a CxHxW array: zero-padded where the image is smaller."""
+    h, w = array.shape[-2:]
+    top, left = (h - height) // 2, (w - width) // 2
+    if top >= 0 and left >= 0:
+        return array[:, top : top + height, left : left + width]
+    new_h, new_w = max(height, h), max(width, w)
+    padded = np.zeros((array.shape[0], new_h, new_w), dtype=array.dtype)
+    pad_top, pad_left = -(-(new_h - h) // 2), -(-(new_w - w) // 2)
+    padded[:, pad_top : pad_top + h, pad_left : pad_left + w] = array
+    top, left = top + pad_top, left + pad_left
+    return padded[:, max(0, top) : min(new_h, top + height), max(0, left) : min(new_w, left + width)]
+
+
+def _rescale_and_normalize(array: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Rescale (in float64, then float32) and normalise (in float32), as transformers' numpy steps do."""
+    x = array
+    if config.rescale_factor is not None:
+        x = (x.astype(np.float64) * config.rescale_factor).astype(np.float32)
+        if config.rescale_offset:
+            x -= 1
+    x = x.astype(np.float32, copy=False)
+    if config.normalize:
+        x = (x - np.array(config.mean, np.float32)[:, None, None]) / np.array(config.std, np.float32)[:, None, None]
+    if config.include_top:
+        x = x / np.array(config.std, np.float32)[:, None, None]
+    return x
+
+
+def preprocess_image(image: Image.Image | np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """One 8-bit image to the model's float32 CxHxW pixels, step for step as its image processor."""
+    image = to_model_mode(image, config.num_channels)
+    if config.resize != "none":
+        height, width = _resize_target(image.height, image.width, config)
+        image = image.resize((width, height), resample=config.resample)
+    array = np.asarray(image)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    if config.resize == "crop_pct":
+        array = _center_crop(array, config.resize_size[0], config.resize_size[0])
+    if config.center_crop:
+        array = _center_crop(array, *config.center_crop)
+    return _rescale_and_normalize(array, config)
 
 
 # %% notebooks/01_preprocess.ipynb cell 1a067ed4
-def match_channels(image: np.ndarray, num_channels: int) -> np.ndarray:
-    """Convert an HxW / HxWx{1,3,4} uint8 image to HxWx`num_channels`."""
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.shape[2] == 4:
-        image = image[:, :, :3]
-    if image.shape[2] == num_channels:
-        return image
-    if num_channels == 1:
-        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[:, :, None]
-    if image.shape[2] == 1 and num_channels == 3:
-        return np.repeat(image, 3, axis=2)
-    raise ValueError(f"cannot turn a {image.shape[2]}-channel image into {num_channels} channels")
+Transform = Callable[[Any], np.ndarray]
 
 
-def to_pixel_values(images: Sequence[np.ndarray], transform: A.Compose, config: PreprocessConfig) -> np.ndarray:
-    """Preprocess a batch of uint8 images into float32 pixel values of shape (N, C, H, W)."""
-    shape = (len(images), config.height, config.width, config.num_channels)
+def build_eval_transform(config: PreprocessConfig) -> Transform:
+    """The deterministic transform the worker applies to every image: the model's own processor."""
+
+    def transform(image: Image.Image | np.ndarray) -> np.ndarray:
+        return preprocess_image(image, config)
+
+    return transform
+
+
+def build_train_transform(config: PreprocessConfig, seed: int) -> Transform:
+    """Train-time augmentation (albumentations, on the 8-bit image) followed by the eval transform.
+
+    The same seed gives the same sequence of augmentations.
+    """
+    augment = A.Compose(
+        [
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.08, 0.08), rotate=(-10, 10), p=0.9),
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+        ],
+        seed=seed,
+    )
+
+    def transform(image: Image.Image | np.ndarray) -> np.ndarray:
+        array = np.asarray(to_model_mode(image, config.num_channels))
+        return preprocess_image(augment(image=array)["image"], config)
+
+    return transform
+
+
+def to_pixel_values(images: Sequence[Any], transform: Transform, config: PreprocessConfig) -> np.ndarray:
+    """Preprocess a batch of 8-bit images (PIL or uint8 arrays) into float32 (N, C, H, W)."""
     if len(images) == 0:
         return np.empty((0, config.num_channels, config.height, config.width), dtype=np.float32)
-    # One stack and one transpose for the batch: cheaper than placing images one by one.
-    batch = np.stack([transform(image=match_channels(image, config.num_channels))["image"] for image in images])
-    return np.ascontiguousarray(batch.reshape(shape).transpose(0, 3, 1, 2), dtype=np.float32)
+    return np.ascontiguousarray(np.stack([transform(image) for image in images]), dtype=np.float32)
 
 
 __all__ = [
+    'PROCESSOR_FILE',
+    'PROCESSOR_DEFAULTS',
     'PreprocessConfig',
+    'build_preprocess_config',
     'read_preprocess_config',
+    'to_model_mode',
+    'preprocess_image',
+    'Transform',
     'build_eval_transform',
     'build_train_transform',
-    'match_channels',
     'to_pixel_values',
 ]

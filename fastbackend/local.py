@@ -205,13 +205,18 @@ def run_test_input(
         seconds = time.perf_counter() - started
         sink.seek(0)
         log = sink.read().decode(errors="replace")
+    return parse_test_input(code, seconds, log)
+
+
+def parse_test_input(returncode: int | None, seconds: float, log: str) -> TestInputRun:
+    """What a `--test_input` run printed (here, or in a container started with its CMD), read back."""
     result_text, error = "", None
     for line in log.splitlines():
         if _RESULT_PREFIX in line:  # RunPod prints the job result as a Python literal
             result_text = line.split(_RESULT_PREFIX, 1)[1].strip()
         elif _FAILED_MARK in line:  # and a failed job's error string, then exits 1
             error = line.split(_FAILED_MARK, 1)[1]
-    return TestInputRun(code, seconds, log, result_text, error)
+    return TestInputRun(returncode, seconds, log, result_text, error)
 
 
 class LocalApi(ApiClient):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -13,6 +15,8 @@ from worker import acceleration
 from worker.config import ALL, WorkerConfig, is_adapter_name
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, ModelLoadFailed, WorkerError
+from worker.hub import is_hub_id, local_model_dir
+from worker.telemetry import log_event
 
 
 @dataclass(frozen=True)
@@ -23,25 +27,73 @@ class AdapterEntry:
     description: str
 
 
-def scan_adapters(adapters_dir: Path, fns: NotebookFunctions) -> dict[str, AdapterEntry]:
-    """The registry: every subfolder holding an adapter_config.json. Only these names can be
+@dataclass(frozen=True)
+class SkippedAdapter:
+    name: str
+    path: str
+    reason: str
+
+
+def _adapter_folder(path: Path) -> Path | None:
+    """The folder holding the adapter: `path`, or peft's named layout `path/<adapter name>/`."""
+    if (path / "adapter_config.json").is_file():
+        return path
+    nested = [p for p in sorted(path.iterdir()) if (p / "adapter_config.json").is_file()]
+    return nested[0] if len(nested) == 1 else None
+
+
+def _skip_reason(path: Path, folder: Path | None, base_model: str) -> str:
+    if folder is None:
+        return "no adapter_config.json (nor one in a single subfolder, peft's named layout)"
+    if not is_adapter_name(path.name):
+        return f"folder name {path.name!r} does not follow the adapter-name rule"
+    try:
+        trained_on = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError) as exc:
+        return f"{folder / 'adapter_config.json'}: unreadable ({exc})"
+    # Comparable only when both are hub ids: a folder path differs between machines.
+    if isinstance(trained_on, str) and is_hub_id(trained_on) and is_hub_id(base_model) and trained_on != base_model:
+        return f"{folder / 'adapter_config.json'}: base_model_name_or_path {trained_on!r}, serving {base_model!r}"
+    return ""
+
+
+def scan_adapter_folders(
+    adapters_dir: Path, fns: NotebookFunctions, base_model: str = ""
+) -> tuple[dict[str, AdapterEntry], list[SkippedAdapter]]:
+    """The registry (every subfolder holding an adapter, in peft's flat or named layout) and the
+    folders skipped, each with its reason; one log line per folder. Only registered names can be
     asked for; a job never supplies a path.
 
     Raises:
         ModelLoadFailed: the folder exists but cannot be read.
     """
-    if not adapters_dir.exists():
-        return {}
+    if not adapters_dir.is_dir():
+        log_event("adapters.no_folder", logging.WARNING, path=str(adapters_dir), note="serving the base alone")
+        return {}, []
+    registry, skipped = {}, []
     try:
-        candidates = sorted(p for p in adapters_dir.iterdir() if (p / "adapter_config.json").is_file())
+        for path in sorted(p for p in adapters_dir.iterdir() if p.is_dir()):
+            folder = _adapter_folder(path)
+            reason = _skip_reason(path, folder, base_model)
+            if not reason:
+                try:
+                    meta = fns.read_adapter_meta(folder)
+                except WorkerError as exc:
+                    reason = str(exc)
+            if reason:
+                skipped.append(SkippedAdapter(path.name, str(path), reason))
+                log_event("adapter.skipped", logging.WARNING, name=path.name, path=str(path), reason=reason)
+                continue
+            registry[path.name] = AdapterEntry(path.name, folder, meta.get("task", ""), meta.get("description", ""))
+            log_event("adapter.found", name=path.name, path=str(folder), nested=folder != path)
     except OSError as exc:
         raise ModelLoadFailed(f"{adapters_dir}: unreadable ({exc.strerror or exc})") from exc
-    registry = {}
-    for path in candidates:
-        if is_adapter_name(path.name):
-            meta = fns.read_adapter_meta(path)
-            registry[path.name] = AdapterEntry(path.name, path, meta.get("task", ""), meta.get("description", ""))
-    return registry
+    return registry, skipped
+
+
+def scan_adapters(adapters_dir: Path, fns: NotebookFunctions, base_model: str = "") -> dict[str, AdapterEntry]:
+    """The registry of `scan_adapter_folders`, without the skipped list."""
+    return scan_adapter_folders(adapters_dir, fns, base_model)[0]
 
 
 class ModelHost:
@@ -54,6 +106,7 @@ class ModelHost:
         self.model: Any = None
         self.merged = ""
         self.registry: dict[str, AdapterEntry] = {}
+        self.skipped: list[SkippedAdapter] = []  # found but not served, each with its reason
         self.fingerprint = ""
         self.labels: list[str] = []
         self.preprocess_config: Any = None
@@ -70,14 +123,16 @@ class ModelHost:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def load_base(self) -> None:
-        base = self.config.base_model
+        base = local_model_dir(self.config.base_model)  # a folder, or a hub id's cached snapshot
         self.preprocess_config = self.fns.read_preprocess_config(base)
         self.transform = self.fns.build_eval_transform(self.preprocess_config)
         self.model = self.fns.load_base_model(base, device=self.device(), dtype=self.config.dtype)
         self.model = acceleration.prepare(self.model, channels_last=self.config.channels_last, device=self.device())
         self.labels = self.fns.model_labels(self.model)
-        self.fingerprint = self.fns.model_fingerprint(base) if Path(base).is_dir() else ""
-        self.registry = scan_adapters(Path(self.config.adapters_dir), self.fns)
+        self.fingerprint = self.fns.model_fingerprint(base) if base.is_dir() else ""
+        self.registry, self.skipped = scan_adapter_folders(
+            Path(self.config.adapters_dir), self.fns, self.config.base_model
+        )
 
     def preload(self) -> list[str]:
         """Load the configured adapters (or merge the one to merge). Returns the names loaded."""
@@ -91,7 +146,14 @@ class ModelHost:
         wanted = list(self.registry) if ALL in self.config.preload_adapters else list(self.config.preload_adapters)
         for name in wanted[: self.config.adapter_cache_size]:
             self.validate(name)
-            self.ensure(name)
+            try:
+                self.ensure(name)
+            except WorkerError as exc:
+                if ALL not in self.config.preload_adapters:
+                    raise  # named explicitly: the operator asked for it, so setup stops
+                entry = self.registry.pop(name)  # with `*`: refused and listed, the others serve
+                self.skipped.append(SkippedAdapter(name, str(entry.path), str(exc)))
+                log_event("adapter.refused", logging.WARNING, name=name, path=str(entry.path), reason=str(exc))
         return list(self._cache)
 
     def compile(self) -> None:

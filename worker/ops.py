@@ -109,6 +109,7 @@ def adapters(worker: Worker, request: Any) -> dict[str, Any]:
             for e in worker.host.registry.values()
         ],
         "merged": worker.host.merged or None,
+        "skipped": [{"name": s.name, "path": s.path, "reason": s.reason} for s in worker.host.skipped],
     }
 
 

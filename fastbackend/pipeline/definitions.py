@@ -4,6 +4,7 @@
       evaluate:
         description: preprocess + inference of one adapter
         parameters: {adapter: inverted}          # to every step that declares the name
+        rank_by: accuracy                        # optional: a sweep's points, best first
         steps:
           - notebook: notebooks/01_preprocess.ipynb
           - name: inference                      # default: the notebook's stem without "NN_"
@@ -28,7 +29,7 @@ from fastbackend.pipeline.errors import DefinitionError
 
 DEFAULT_FILE = "pipelines.yaml"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_PIPELINE_KEYS = {"description", "parameters", "steps"}
+_PIPELINE_KEYS = {"description", "parameters", "steps", "rank_by"}
 _STEP_KEYS = {"name", "notebook", "parameters"}
 
 
@@ -49,6 +50,7 @@ class Pipeline:
     steps: tuple[Step, ...]
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
+    rank_by: str = ""  # a recorded metric: a sweep's points are listed best (highest) first
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -119,8 +121,14 @@ def _pipeline(name: str, raw: Any, source: str) -> Pipeline:
     names = [s.name for s in steps]
     if len(set(names)) != len(names):
         raise DefinitionError(source, f"{where}: step names {names} repeat; give the steps distinct `name:`s")
+    if not isinstance(raw.get("rank_by", ""), str):
+        raise DefinitionError(source, f"{where}.rank_by: expected the name of a recorded metric")
     return Pipeline(
-        name, steps, str(raw.get("description") or ""), _mapping(raw.get("parameters"), f"{where}.parameters", source)
+        name,
+        steps,
+        str(raw.get("description") or ""),
+        _mapping(raw.get("parameters"), f"{where}.parameters", source),
+        str(raw.get("rank_by") or ""),
     )
 
 

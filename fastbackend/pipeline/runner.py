@@ -17,7 +17,7 @@ from fastbackend.pipeline.definitions import DEFAULT_FILE, load_definitions
 from fastbackend.pipeline.errors import PipelineError, StepFailed
 from fastbackend.pipeline.execute import RunResult
 from fastbackend.pipeline.plan import Override, load_params_file, parse_assignment, plan_runs
-from fastbackend.pipeline.summary import metrics_table, write_sweep_record
+from fastbackend.pipeline.summary import best_line, metrics_table, write_sweep_record
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class PipelineRun:
     root: Path
     results: tuple[RunResult, ...]
     seconds: float
+    rank_by: str = ""  # the pipeline's ranking metric (a sweep's summary lists the best first)
 
     @property
     def ok(self) -> bool:
@@ -130,9 +131,10 @@ def run_pipeline(
         results = run_all(plans, jobs, display, fail_fast, context)
     finally:
         display.close()
-    run = PipelineRun(name, run_dir, definitions.root, tuple(results), time.perf_counter() - started)
+    rank_by = definitions.get(name).rank_by
+    run = PipelineRun(name, run_dir, definitions.root, tuple(results), time.perf_counter() - started, rank_by)
     if run.sweep:
-        write_sweep_record(results, run_dir)
+        write_sweep_record(results, run_dir, rank_by)
     return run
 
 
@@ -151,7 +153,9 @@ def report(run: PipelineRun) -> str:
             f"pipeline {run.pipeline}: sweep of {len(results)} runs, {ok} ok, in {run.seconds:.1f} s; "
             f"folder {shown(run.run_dir)}"
         )
-    parts = [head, "", metrics_table(results)]
+    parts = [head, "", metrics_table(results, run.rank_by)]
+    if run.sweep and (best := best_line(results, run.rank_by)):
+        parts += ["", best]
     for r in results:
         if r.failure:
             text = r.failure.describe().replace(str(r.failure.partial), str(shown(r.failure.partial)))

@@ -24,8 +24,27 @@ def format_value(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def metrics_table(results: Sequence[RunResult]) -> str:
-    """The recorded metrics of one run, or of every point of a sweep side by side."""
+def ranked(results: Sequence[RunResult], rank_by: str) -> list[RunResult]:
+    """A sweep's points, highest `rank_by` first (points without it last, in their order)."""
+    if not rank_by:
+        return list(results)
+    scored = [r for r in results if isinstance(r.metrics.get(rank_by), (int, float))]
+    rest = [r for r in results if r not in scored]
+    return sorted(scored, key=lambda r: -r.metrics[rank_by]) + rest
+
+
+def best_line(results: Sequence[RunResult], rank_by: str) -> str:
+    """`best: <point> (<metric> <value>)`, with the adapter it wrote when it recorded `adapter_dir`."""
+    top = ranked(results, rank_by)[0] if rank_by else None
+    if top is None or rank_by not in top.metrics:
+        return ""
+    where = top.metrics.get("adapter_dir") or top.run_dir
+    return f"best: {top.label} ({rank_by} {format_value(top.metrics[rank_by])}): {where}"
+
+
+def metrics_table(results: Sequence[RunResult], rank_by: str = "") -> str:
+    """The recorded metrics of one run, or of every point of a sweep side by side (best first)."""
+    results = ranked(results, rank_by)
     names = list(dict.fromkeys(name for r in results for name in r.metrics))
     if len(results) == 1:
         rows = [["metric", "value"]] + [[n, format_value(results[0].metrics[n])] for n in names]
@@ -39,8 +58,8 @@ def metrics_table(results: Sequence[RunResult]) -> str:
     return table(rows)
 
 
-def write_sweep_record(results: Sequence[RunResult], run_dir: Path) -> None:
-    """`sweep.json` (every point: values, status, folder, metrics) and `summary.txt` (the table)."""
+def write_sweep_record(results: Sequence[RunResult], run_dir: Path, rank_by: str = "") -> None:
+    """`sweep.json` (every point: values, status, folder, metrics) and `summary.txt` (the table, best first)."""
     points = [
         {
             "label": r.label,
@@ -55,7 +74,8 @@ def write_sweep_record(results: Sequence[RunResult], run_dir: Path) -> None:
     (run_dir / "sweep.json").write_text(
         json.dumps({"pipeline": results[0].pipeline, "runs": points}, indent=2, default=str) + "\n"
     )
-    (run_dir / "summary.txt").write_text(metrics_table(results) + "\n")
+    best = best_line(results, rank_by)
+    (run_dir / "summary.txt").write_text(metrics_table(results, rank_by) + "\n" + (f"\n{best}\n" if best else ""))
 
 
 def _literal(value: Any) -> str:
