@@ -27,6 +27,7 @@ BENCHMARKS = {  # module: (full arguments, --quick arguments)
     "embedded": (["--repeats", "300"], ["--repeats", "30"]),
     "gpu": (["--repeats", "5"], ["--repeats", "1"]),
     "tooling": (["--repeats", "10"], ["--repeats", "3"]),
+    "batch": (["--images", "300"], ["--images", "40", "--cli-images", "2"]),
 }
 
 
