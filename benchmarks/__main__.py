@@ -22,7 +22,10 @@ BENCHMARKS = {  # module: (full arguments, --quick arguments)
     "adapters": (["--repeats", "200"], ["--repeats", "30"]),
     "preprocess": (["--repeats", "50"], ["--repeats", "10"]),
     "batching": (["--rounds", "20"], ["--rounds", "5"]),
-    "cold_start": (["--runs", "5"], ["--runs", "2"]),
+    "cold_start": (["--runs", "5", "--vit-runs", "3"], ["--runs", "1", "--vit-runs", "1"]),
+    "realsize": (["--repeats", "3"], ["--quick"]),
+    "embedded": (["--repeats", "300"], ["--repeats", "30"]),
+    "gpu": (["--repeats", "5"], ["--repeats", "1"]),
     "tooling": (["--repeats", "10"], ["--repeats", "3"]),
     "production": (["--jobs", "2000"], ["--jobs", "200"]),
     "batch": (["--images", "300"], ["--images", "40", "--cli-images", "2"]),
@@ -53,7 +56,9 @@ def main() -> int:
         body = readme.read_text()
         head, rest = body.split(START, 1)
         _, tail = rest.split(END, 1)
-        section = "\n\n".join(f"{t.splitlines()[0]}\n\n" + "\n".join(t.splitlines()[1:]) for t in tables)
+        # A benchmark may print several tables, one per paragraph: a blank line after each title.
+        paragraphs = [p for t in tables for p in t.split("\n\n") if p.strip()]
+        section = "\n\n".join(f"{p.splitlines()[0]}\n\n" + "\n".join(p.splitlines()[1:]) for p in paragraphs)
         readme.write_text(f"{head}{START}\nMeasured by `make bench` on {machine()}.\n\n{section}\n{END}{tail}")
         print("README.md benchmark section updated")
     return 0

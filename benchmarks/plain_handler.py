@@ -1,45 +1,48 @@
-"""The baseline: a plain synchronous RunPod handler of the same model, as one writes it by hand.
+"""The baseline: an idiomatic hand-written RunPod handler doing the worker's predict job.
 
-    python -m benchmarks.plain_handler      (RunPod's production mode when RUNPOD_WEBHOOK_GET_JOB is set)
+    PLAIN_MODEL=models/base python -m benchmarks.plain_handler --rp_serve_api --rp_api_port 8000
 
-Setup before start(), then one job at a time: decode, preprocess, forward, top-1. No
-validation, no micro-batching, no concurrency: RunPod's default for a sync handler.
+What one writes from RunPod's examples: everything imported at the top, the model (and the
+adapter named by PLAIN_ADAPTER, if any) and its AutoImageProcessor loaded at import, and a
+`handler(job)` that decodes the base64 images with PIL, runs the processor and the model, and
+returns the top label per image. No validation, limits, metrics or logging. The cold-start and
+batch-1 benchmarks measure the worker against it, and benchmarks/production.py runs it in
+RunPod's production mode (a sync handler: one job at a time).
 """
-
-from __future__ import annotations
 
 import base64
 import io
 import os
 
-import numpy as np
+import albumentations  # noqa: F401  (a typical worker imports its augmentation library too)
+import peft
+import runpod
+import torch
+import transformers
 from PIL import Image
 
-from exported import inference, preprocess
+MODEL_DIR = os.environ.get("PLAIN_MODEL", "models/base")
+ADAPTER_DIR = os.environ.get("PLAIN_ADAPTER", "")
 
-MODELS = os.environ.get("PLAIN_MODELS", "models")
-MODEL = inference.load_base_model(f"{MODELS}/base")
-for _name in ("inverted", "rot90"):
-    MODEL = inference.attach_adapter(MODEL, f"{MODELS}/adapters/{_name}", _name)
-CONFIG = preprocess.read_preprocess_config(f"{MODELS}/base")
-TRANSFORM = preprocess.build_eval_transform(CONFIG)
-LABELS = inference.model_labels(MODEL)
+processor = transformers.AutoImageProcessor.from_pretrained(MODEL_DIR, backend="pil")
+model = transformers.AutoModelForImageClassification.from_pretrained(MODEL_DIR).eval()
+if ADAPTER_DIR:
+    model = peft.PeftModel.from_pretrained(model, ADAPTER_DIR).eval()
+MODE = "RGB" if model.config.num_channels == 3 else "L"
 
 
-def handler(job: dict) -> dict:
-    try:
-        job_input = job["input"]
-        encoded = job_input["images"] if isinstance(job_input["images"], list) else [job_input["images"]]
-        images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(e))).convert("RGB")) for e in encoded]
-        logits = inference.predict_logits(
-            MODEL, preprocess.to_pixel_values(images, TRANSFORM, CONFIG), job_input.get("adapter")
-        )
-        return {"status": "success", "predictions": inference.top_k(logits, 1, LABELS)}
-    except Exception as exc:
-        return {"status": "error", "error": str(exc)}
+def handler(job):
+    images = job["input"]["images"]
+    images = [images] if isinstance(images, str) else images
+    pil = [Image.open(io.BytesIO(base64.b64decode(i))).convert(MODE) for i in images]
+    pixels = processor(pil, return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        probs = model(pixel_values=pixels).logits.softmax(-1)
+    scores, indices = probs.max(-1)
+    labels = model.config.id2label
+    predictions = [{"label": labels[int(i)], "score": float(s)} for s, i in zip(scores, indices)]
+    return {"status": "success", "predictions": predictions}
 
 
 if __name__ == "__main__":
-    import runpod
-
     runpod.serverless.start({"handler": handler})

@@ -104,7 +104,7 @@ def main() -> None:
     models = {"FASTBACKEND_BASE_MODEL": f"{args.models}/base", "FASTBACKEND_ADAPTERS_DIR": f"{args.models}/adapters"}
     eight = max(50, args.jobs // 4)
     settings = [  # name, module, env, phases (images per job, jobs)
-        ("plain sync handler", "benchmarks.plain_handler", {"PLAIN_MODELS": args.models}, [(1, 20), (8, 10)]),
+        ("plain sync handler", "benchmarks.plain_handler", {"PLAIN_MODEL": f"{args.models}/base"}, [(1, 20), (8, 10)]),
         ("FASTBACKEND_CONCURRENCY=16", "exported.handler", {**models, "FASTBACKEND_CONCURRENCY": "16"}, [(1, 200)]),
         (f"defaults (concurrency {DEFAULT})", "exported.handler", models, [(1, args.jobs), (8, eight)]),
         (

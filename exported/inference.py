@@ -202,16 +202,22 @@ def merge_adapter(model: torch.nn.Module, name: str) -> torch.nn.Module:
 # %% notebooks/02_inference.ipynb cell ddf9e0bd
 def predict_logits(model: torch.nn.Module, pixel_values: np.ndarray, adapter: str | None = None) -> np.ndarray:
     """Logits (N, num_labels) as float32 for a batch of preprocessed pixel values."""
-    from peft import PeftModel
+    import sys
 
+    # Without peft imported no model can be a PeftModel: a base-only worker never pays its import.
+    peft = sys.modules.get("peft")
+    is_peft = peft is not None and isinstance(model, peft.PeftModel)
     first = next(model.parameters())
-    x = torch.from_numpy(pixel_values).to(device=first.device, dtype=first.dtype)
+    x = torch.from_numpy(pixel_values)
+    if first.device.type == "cuda":
+        x = x.pin_memory()  # page-locked, so the copy below is asynchronous (non_blocking)
+    x = x.to(device=first.device, dtype=first.dtype, non_blocking=True)
     with torch.inference_mode():
-        if isinstance(model, PeftModel) and adapter is None:
+        if is_peft and adapter is None:
             with model.disable_adapter():
                 logits = model(pixel_values=x).logits
         else:
-            if isinstance(model, PeftModel):
+            if is_peft:
                 model.set_adapter(adapter)
             logits = model(pixel_values=x).logits
     return logits.float().cpu().numpy()

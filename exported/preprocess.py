@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
 import numpy as np
 from PIL import Image
 
@@ -377,6 +376,8 @@ def build_train_transform(config: PreprocessConfig, seed: int) -> Transform:
 
     The same seed gives the same sequence of augmentations.
     """
+    import albumentations as A  # here, not at the top: the serving worker never imports it
+
     augment = A.Compose(
         [
             A.Affine(scale=(0.9, 1.1), translate_percent=(-0.08, 0.08), rotate=(-10, 10), p=0.9),

@@ -81,6 +81,10 @@ class WorkerConfig:
     progress_interval_ms: int = 1000  # at most one progress update per job this often
     warmup: bool = True
     log_level: str = "INFO"
+    autocast: str = "off"  # float16 / bfloat16: mixed-precision forward (worker/acceleration.py)
+    channels_last: str = "auto"  # auto = CNNs on CUDA; on / off force it
+    compile: bool = False  # torch.compile the model at startup (longer start, faster forward)
+    decode_threads: int = 0  # threads decoding a job's images in parallel; 0 = one per CPU
 
     def __post_init__(self) -> None:
         positive = (
@@ -108,6 +112,7 @@ class WorkerConfig:
             "rss_ceiling_mb",
             "cuda_cache_limit_mb",
             "max_batch_wait_ms",
+            "decode_threads",
             "progress_min_images",
             "progress_interval_ms",
         ):
@@ -128,6 +133,10 @@ class WorkerConfig:
                 )
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.autocast not in ("off", "float16", "bfloat16"):
+            raise ConfigError(f"autocast must be off, float16 or bfloat16, got {self.autocast!r}")
+        if self.channels_last not in ("auto", "on", "off"):
+            raise ConfigError(f"channels_last must be auto, on or off, got {self.channels_last!r}")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         self._check_url_rules()

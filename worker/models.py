@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker import acceleration
 from worker.config import ALL, WorkerConfig, is_adapter_name
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, ModelLoadFailed, WorkerError
@@ -126,6 +127,7 @@ class ModelHost:
         self.preprocess_config = self.fns.read_preprocess_config(base)
         self.transform = self.fns.build_eval_transform(self.preprocess_config)
         self.model = self.fns.load_base_model(base, device=self.device(), dtype=self.config.dtype)
+        self.model = acceleration.prepare(self.model, channels_last=self.config.channels_last, device=self.device())
         self.labels = self.fns.model_labels(self.model)
         self.fingerprint = self.fns.model_fingerprint(base) if base.is_dir() else ""
         self.registry, self.skipped = scan_adapter_folders(
@@ -153,6 +155,11 @@ class ModelHost:
                 self.skipped.append(SkippedAdapter(name, str(entry.path), str(exc)))
                 log_event("adapter.refused", logging.WARNING, name=name, path=str(entry.path), reason=str(exc))
         return list(self._cache)
+
+    def compile(self) -> None:
+        """torch.compile the served model (after adapters are attached, so they are compiled in)."""
+        with self.lock:
+            self.model = acceleration.compile_in_place(self.model)
 
     def warm_up(self) -> None:
         """One forward per loaded adapter (and the base), so the first job pays no lazy init."""
@@ -223,7 +230,8 @@ class ModelHost:
         """Logits for `pixel_values` through a validated adapter (None = the base)."""
         with self.lock:
             self.ensure(adapter)
-            return self.fns.predict_logits(self.model, pixel_values, None if self.merged else adapter)
+            with acceleration.autocast(self.config.autocast, self.device()):
+                return self.fns.predict_logits(self.model, pixel_values, None if self.merged else adapter)
 
     def cache_state(self) -> dict[str, Any]:
         with self.lock:

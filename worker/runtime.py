@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from worker.models import ModelHost
 from worker.ops import OPERATIONS
 from worker.progress import reporter_for, reporting
 from worker.schema import OPS, parse_input, requested_op
+from worker.startup import process_age_ms
 from worker.telemetry import Metrics, configure_logging, log_event, ms_since, route_sdk_logs, rss_mb
 
 
@@ -62,6 +64,12 @@ class Admission:
                 self.images -= images
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which containers set), else the machine's."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 def _image_count(raw: Any) -> int:
     images = raw.get("images") if isinstance(raw, dict) else None
     return len(images) if isinstance(images, list) else int(images is not None)
@@ -83,12 +91,14 @@ class Worker:
         self.admission = Admission(1, 1)
         self.pixel_budget = PixelBudget(0)  # decoded pixels of the jobs in flight; sized by setup()
         self._executor: ThreadPoolExecutor | None = None
+        self.image_pool: ThreadPoolExecutor | None = None  # decodes a job's images in parallel
         self.production = False  # set by setup(): progress updates only where RunPod takes them
 
     # -- setup ---------------------------------------------------------------
     def setup(self, config: WorkerConfig | None = None) -> Worker:
         """Config, base model, adapters, warm-up. Raises WorkerError/ConfigError on failure."""
         timings: dict[str, float] = {}
+        setup_at = process_age_ms()  # interpreter start + imports, before any setup stage
         start = time.perf_counter()
         config = self.config = config or WorkerConfig.from_env()
         configure_logging(config.log_level)
@@ -100,12 +110,16 @@ class Worker:
         for stage, step in (
             ("load_base_ms", host.load_base),
             ("preload_adapters_ms", host.preload),
+            ("compile_ms", host.compile if config.compile else None),
             ("warmup_ms", host.warm_up if config.warmup else None),
         ):
             if step is not None:
                 start = time.perf_counter()
                 step()
                 timings[stage] = ms_since(start)
+        threads = config.decode_threads or _usable_cpus()
+        if threads > 1:
+            self.image_pool = ThreadPoolExecutor(threads, thread_name_prefix="fastbackend-image")
         if config.concurrency > 1:
             self.batcher = MicroBatcher(host.forward, config.max_batch, config.max_batch_wait_ms)
             self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="fastbackend-job")
@@ -115,6 +129,8 @@ class Worker:
             for _ in range(config.concurrency):
                 self._executor.submit(started.wait, 10)
         timings["total_ms"] = round(sum(timings.values()), 3)
+        timings["process_to_setup_ms"] = setup_at
+        timings["process_to_ready_ms"] = process_age_ms()
         self.startup_ms = timings
         self.ready = True
         log_event("setup.done", **timings, adapters=list(host.registry), device=host.device())

@@ -1,0 +1,167 @@
+"""Real sizes: phone photos through ViT-base and ConvNeXt-tiny, handler vs forward-only vs naive.
+
+    python -m benchmarks.realsize [--repeats 3] [--quick]
+
+Per job, in this process, on the same JPEGs (benchmarks/realdata.py), interleaved so machine
+noise hits all alike:
+- handler: the worker's `handle` on a predict job (base64 JPEGs, as a client sends them);
+- forward-only: the model's forward on the already-preprocessed batch (the floor of any worker);
+- naive: what one writes by hand, one thread, image by image: base64 -> PIL full decode ->
+  convert -> the model's AutoImageProcessor (PIL backend, the reference of "exact") -> forward.
+Then decode + preprocess alone (the worker's `preprocess` op vs the naive loop) per megapixel
+class, with the largest pixel difference to the reference processor.
+
+64 photos of 1 MP or more are over RunPod's 20 MB body limit as base64; in process there is no
+HTTP body, so the benchmark's worker has that one check lifted (everything else as configured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from benchmarks.realdata import MODELS, encoded_photos, model_dir
+from benchmarks.report import median_ms, save, table
+
+
+def make_worker(model: str, **settings: Any) -> Any:
+    from exported.handler import WORKER as GENERATED  # the notebook functions export wired in
+    from worker.config import WorkerConfig
+    from worker.runtime import Worker
+
+    folder = model_dir(model)
+    config = WorkerConfig(base_model=str(folder), adapters_dir=str(folder / "no-adapters"), log_level="ERROR")
+    config = replace(config, **settings)
+    object.__setattr__(config, "max_payload_bytes", 10**10)  # no HTTP body in process (module docstring)
+    worker = Worker(GENERATED.functions).setup(config)
+    logging.getLogger("fastbackend").setLevel(logging.ERROR)  # measure the work, not the terminal
+    return worker
+
+
+def naive_pixels(processor: Any, encoded: list[str]) -> np.ndarray:
+    from PIL import Image
+
+    rows = [
+        processor(Image.open(io.BytesIO(base64.b64decode(e))).convert("RGB"), return_tensors="np")["pixel_values"]
+        for e in encoded
+    ]
+    return np.concatenate(rows).astype(np.float32)
+
+
+def timed(fn: Any, *args: Any) -> float:
+    start = time.perf_counter()
+    result = fn(*args)
+    elapsed = time.perf_counter() - start
+    assert not isinstance(result, dict) or result.get("status") == "success", result
+    return elapsed
+
+
+def predict_rows(model: str, megapixels: int, batches: list[int], repeats: int, **settings: Any) -> tuple[list, dict]:
+    from transformers import AutoImageProcessor
+
+    worker = make_worker(model, **settings)
+    host = worker.host
+    processor = AutoImageProcessor.from_pretrained(model_dir(model), backend="pil")
+    rows, record = [], {}
+    for batch in batches:
+        encoded = encoded_photos(megapixels, batch)
+        job = {"id": "bench", "input": {"images": encoded}}
+        pixels = naive_pixels(processor, encoded)
+        samples: dict[str, list[float]] = {"handler": [], "forward": [], "naive": []}
+        for _ in range(repeats):
+            samples["handler"].append(timed(worker.handle, job))
+            samples["forward"].append(timed(host.forward, pixels, None))
+            samples["naive"].append(timed(lambda e: host.forward(naive_pixels(processor, e), None), encoded))
+        h, f, n = (median_ms(samples[k]) for k in ("handler", "forward", "naive"))
+        rows.append(
+            (model, f"{megapixels} MP", batch, h, round(batch / h * 1000, 1), f, n, f"{h / f:.2f}x", f"{h / n:.2f}x")
+        )
+        record[f"{model}/{megapixels}mp/batch_{batch}"] = {
+            "handler_ms": h,
+            "forward_ms": f,
+            "naive_ms": n,
+            "handler_over_forward": round(h / f, 3),
+            "handler_over_naive": round(h / n, 3),
+        }
+    return rows, record
+
+
+def decode_rows(model: str, megapixel_classes: list[int], count: int, repeats: int) -> tuple[list, dict]:
+    from transformers import AutoImageProcessor
+
+    worker = make_worker(model)
+    processor = AutoImageProcessor.from_pretrained(model_dir(model), backend="pil")
+    rows, record = [], {}
+    for mp in megapixel_classes:
+        encoded = encoded_photos(mp, count)
+        job = {"id": "bench", "input": {"op": "preprocess", "images": encoded}}
+        ours_s, naive_s = [], []
+        for _ in range(repeats):
+            ours_s.append(timed(worker.handle, job))
+            naive_s.append(timed(naive_pixels, processor, encoded))
+        answer = worker.handle({"id": "p", "input": {"op": "preprocess", "images": encoded[:2], "return_pixels": True}})
+        worst = float(np.abs(np.array(answer["pixels"], dtype=np.float32) - naive_pixels(processor, encoded[:2])).max())
+        o, n = median_ms(ours_s), median_ms(naive_s)
+        rows.append((f"{mp} MP", count, o, n, f"{n / o:.2f}x", f"{worst:.1e}"))
+        record[f"{model}/{mp}mp/decode_preprocess_{count}"] = {
+            "worker_ms": o,
+            "naive_ms": n,
+            "speedup": round(n / o, 3),
+            "max_abs_diff": worst,
+        }
+    return rows, record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="batches 1 and 8, 8 images per decode run, one repeat")
+    args = parser.parse_args()
+    batches, count, repeats = ([1, 8], 8, 1) if args.quick else ([1, 8, 64], 64, args.repeats)
+    rows, record = [], {}
+    for model in MODELS:
+        r, rec = predict_rows(model, 1, batches, repeats)
+        rows += r
+        record.update(rec)
+    r, rec = predict_rows("vit-base", 12, batches[-1:], repeats)
+    rows += r
+    record.update(rec)
+    decode, rec = decode_rows("vit-base", [1, 3, 12], count, repeats)
+    record.update(rec)
+    print(
+        table(
+            f"Real-size predict jobs (JPEG photos), median of {repeats}",
+            [
+                "model",
+                "photos",
+                "batch",
+                "handler ms",
+                "images/s",
+                "forward ms",
+                "naive ms",
+                "handler / forward",
+                "handler / naive",
+            ],
+            rows,
+        )
+    )
+    print()
+    print(
+        table(
+            f"Decode + preprocess to ViT-base's 224x224, median of {repeats}",
+            ["photos", "images", "worker ms", "naive ms", "speed-up", "max |diff| vs processor"],
+            decode,
+        )
+    )
+    print(f"saved {save('realsize', record)}")
+
+
+if __name__ == "__main__":
+    main()

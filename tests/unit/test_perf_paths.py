@@ -1,0 +1,87 @@
+"""The performance paths, model-free: parallel decode keeps order and errors, the background
+import, the startup breakdown, and the GPU settings' validation."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from worker import acceleration
+from worker.config import ConfigError, WorkerConfig
+from worker.runtime import Worker
+from worker.startup import BackgroundImport, process_age_ms
+
+from .stub_notebooks import stub_functions
+
+
+def png_b64(gray: int) -> str:
+    buffer = io.BytesIO()
+    Image.new("L", (5, 3), gray).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def gray_levels_worker(tmp_path: Path, decode_threads: int) -> Worker:
+    """A worker whose stand-in preprocessing keeps each image's gray level, so order is visible."""
+    functions = replace(
+        stub_functions(),
+        to_pixel_values=lambda images, transform, config: np.array(
+            [np.full((1, 2, 2), float(np.asarray(i).mean()), np.float32) for i in images]
+        ).reshape(len(images), 1, 2, 2),
+        read_preprocess_config=lambda base: SimpleNamespace(num_channels=1, height=2, width=2),
+    )
+    config = WorkerConfig(
+        base_model="base", adapters_dir=str(tmp_path), device="cpu", log_level="ERROR", decode_threads=decode_threads
+    )
+    return Worker(functions).setup(config)
+
+
+@pytest.mark.parametrize("threads", [1, 4], ids=["inline", "pool"])
+def test_a_jobs_images_come_back_in_order_whatever_the_threads(tmp_path, threads):
+    worker = gray_levels_worker(tmp_path, threads)
+    assert (worker.image_pool is None) == (threads == 1)
+    levels = [10, 200, 30, 90, 5, 250, 7, 64]
+    answer = worker.handle(
+        {"id": "j", "input": {"op": "preprocess", "images": [png_b64(g) for g in levels], "return_pixels": True}}
+    )
+    assert answer["status"] == "success", answer
+    assert [round(row[0][0][0]) for row in answer["pixels"]] == levels
+
+
+def test_a_bad_image_among_parallel_ones_names_its_index(tmp_path):
+    worker = gray_levels_worker(tmp_path, 4)
+    images = [png_b64(1), png_b64(2), base64.b64encode(b"not an image").decode(), png_b64(3)]
+    answer = worker.handle({"id": "j", "input": {"images": images}})
+    assert answer["code"] == "IMAGE_DECODE_FAILED" and answer["field"] == "images[2]", answer
+
+
+def test_setup_reports_the_cold_start_from_process_start(tmp_path):
+    worker = gray_levels_worker(tmp_path, 1)
+    timings = worker.startup_ms
+    assert 0 < timings["process_to_setup_ms"] <= timings["process_to_ready_ms"]
+    assert process_age_ms() >= timings["process_to_ready_ms"]
+
+
+def test_background_import_hands_back_its_timings_and_its_failure():
+    assert set(BackgroundImport("json").wait()) == {"json_import_ms", "json_wait_ms"}
+    with pytest.raises(ModuleNotFoundError):
+        BackgroundImport("no_such_module_fastbackend").wait()
+
+
+@pytest.mark.parametrize("field, value", [("autocast", "fp8"), ("channels_last", "yes"), ("decode_threads", -1)])
+def test_gpu_settings_refuse_values_they_do_not_know(field, value):
+    with pytest.raises(ConfigError, match=field):
+        WorkerConfig(**{field: value})
+
+
+def test_gpu_settings_off_on_cpu_leave_the_forward_alone():
+    assert acceleration.wants_channels_last("auto", model=None, device="cpu") is False
+    assert acceleration.wants_channels_last("off", model=None, device="cuda") is False
+    with acceleration.autocast("off", "cpu"):
+        pass

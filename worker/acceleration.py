@@ -1,0 +1,53 @@
+"""GPU settings applied to the loaded model: channels_last, autocast, torch.compile.
+
+Each one is a setting (worker/config.py) and each runs on CPU too, where it can, so the code
+path is exercised on the development machines; the benchmarks show what they buy on CUDA
+(benchmarks/gpu.py). Pinned host memory and non-blocking copies are in the notebook's
+`predict_logits`, where the batch becomes a tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+AUTOCAST_CHOICES = ("off", "float16", "bfloat16")
+CHANNELS_LAST_CHOICES = ("auto", "on", "off")
+
+
+def is_cnn(model: Any) -> bool:
+    """More than one 2-D convolution: a CNN (ConvNeXt, ResNet...), not a ViT's patch embedding."""
+    import torch
+
+    return sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) > 1
+
+
+def wants_channels_last(setting: str, model: Any, device: str) -> bool:
+    """`auto`: CNNs on CUDA, where cuDNN's NHWC kernels are faster; `on`/`off` force it."""
+    if setting == "auto":
+        return device.startswith("cuda") and is_cnn(model)
+    return setting == "on"
+
+
+def prepare(model: Any, *, channels_last: str, device: str) -> Any:
+    """The model in the configured memory format (weights only; inputs follow in the convolutions)."""
+    import torch
+
+    if wants_channels_last(channels_last, model, device):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def compile_in_place(model: Any) -> Any:
+    """`torch.compile` keeping the object (nn.Module.compile), so peft and isinstance checks still see it."""
+    model.compile()
+    return model
+
+
+def autocast(setting: str, device: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward (`float16`/`bfloat16`), or nothing (`off`)."""
+    if setting == "off":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, setting))
