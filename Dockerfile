@@ -1,10 +1,14 @@
-# syntax=docker/dockerfile:1
 # FastBackend serverless worker for RunPod. Build and push (README, "Deploy to RunPod"):
 #   docker build --platform linux/amd64 -t <user>/fastbackend-worker:0.1.0 .
 #   docker push <user>/fastbackend-worker:0.1.0
 # Your own models, baked in so that a cold start downloads nothing:
 #   --build-arg BASE_MODEL=<folder in this repo | hub id org/name> --build-arg ADAPTERS=<folder | none>
 #   (a private hub model: --secret id=hf_token,env=HF_TOKEN)
+# No `# syntax=` line and only the mount forms of Dockerfile 1.2, so that the engine's built-in
+# frontend builds it too (Docker 20.10 with DOCKER_BUILDKIT=1, where no registry is reachable).
+# Build-time pip settings (a CA bundle, find-links), only where the machine needs them:
+#   --secret id=pip_conf,src=<pip.conf> [--secret id=pip_cert,src=<CA bundle>]
+#   (`make image-test` writes them from this machine's `pip config`); never stored in a layer.
 # Models on a network volume instead: bake the defaults and set FASTBACKEND_BASE_MODEL and
 # FASTBACKEND_ADAPTERS_DIR on the endpoint to folders under /runpod-volume.
 
@@ -29,14 +33,19 @@ RUN apt-get update \
 WORKDIR /app
 # Only pyproject.toml here, so that editing code does not reinstall the ML stack.
 COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
+# torch ships Python 3.12-only test helpers (torch/testing/_internal/py312_intrinsics.py) that
+# 3.11 never imports: such files stay source and are listed; everything else is compiled.
+RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \
+    if [ -f /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && if [ -n "${TORCH_INDEX_URL}" ]; then \
            pip install --index-url "${TORCH_INDEX_URL}" "$(grep '^torch==' /tmp/requirements.txt)"; \
        fi \
     && pip install -r /tmp/requirements.txt \
-    && python -m compileall -q -j 0 /opt/venv/lib > /dev/null \
-    && rm /tmp/requirements.txt
+    && { python -m compileall -q -j 0 /opt/venv/lib > /tmp/compileall.log \
+         || sed -n "s/^\*\*\* Error compiling '\(.*\)'.*/not compiled (not Python 3.11): \1/p" /tmp/compileall.log; } \
+    && rm /tmp/requirements.txt /tmp/compileall.log
 # Offline and quiet: a worker must never wait on the network (hub lookups, update checks).
 ENV HF_HUB_OFFLINE=1 \
     NO_ALBUMENTATIONS_UPDATE=1 \
@@ -47,12 +56,22 @@ ENV HF_HUB_OFFLINE=1 \
 FROM runtime AS models
 ARG BASE_MODEL=models/base
 ARG ADAPTERS=models/adapters
-COPY . /src
 WORKDIR /src
 # The dev extra brings what building the demo models needs (scikit-learn's digits, papermill);
-# none of it reaches the final image. HF_HUB_OFFLINE=0 only here, for a hub id.
-RUN --mount=type=secret,id=hf_token,env=HF_TOKEN \
-    pip install -e '.[dev]' \
+# none of it reaches the final image. Installed from pyproject.toml alone, before the sources,
+# so that editing code does not reinstall it.
+RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \
+    if [ -f /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['optional-dependencies']['dev']))" \
+        > /tmp/requirements-dev.txt \
+    && pip install -r /tmp/requirements-dev.txt \
+    && rm /tmp/requirements-dev.txt
+COPY . /src
+# HF_HUB_OFFLINE=0 only here, for a hub id; the token is a secret file, never a layer or an ARG.
+RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert --mount=type=secret,id=hf_token \
+    if [ -f /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi \
+    && if [ -f /run/secrets/hf_token ]; then export HF_TOKEN="$(cat /run/secrets/hf_token)"; fi \
+    && pip install --no-deps -e . \
     && HF_HUB_OFFLINE=0 fastbackend bake --base-model "${BASE_MODEL}" --adapters "${ADAPTERS}" --output /models
 
 # --- the worker ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 comma := ,
 
-.PHONY: venv run test test-fast test-full lint export bench clean image lab
+.PHONY: venv run test test-fast test-full lint export bench clean image image-test lab
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ image:
 	docker build --platform linux/amd64 -t $(IMAGE) \
 		$(if $(BASE_MODEL),--build-arg BASE_MODEL=$(BASE_MODEL)) $(if $(ADAPTERS),--build-arg ADAPTERS=$(ADAPTERS)) \
 		$(if $(HF_TOKEN),--secret id=hf_token$(comma)env=HF_TOKEN) .
+
+# The image built and run on this machine, then checked: offline answer, local API, contents, size,
+# cold start (fastbackend/imagetest.py). Needs a Docker engine; not part of `make test`.
+image-test: venv
+	$(BIN)/python -m fastbackend.imagetest $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
 
 # JupyterLab on this machine, as scripts/pod-setup.sh starts it on a pod (loopback, a token).
 LAB_PORT ?= 8888

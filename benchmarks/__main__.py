@@ -24,6 +24,7 @@ BENCHMARKS = {  # module: (full arguments, --quick arguments)
     "batching": (["--rounds", "20"], ["--rounds", "5"]),
     "cold_start": (["--runs", "5"], ["--runs", "2"]),
     "tooling": (["--repeats", "10"], ["--repeats", "3"]),
+    "batch": (["--images", "300"], ["--images", "40", "--cli-images", "2"]),
 }
 
 

@@ -5,7 +5,7 @@
 
 Accepted inputs (`job["input"]`, validated before any work; JSON Schema in schema/input.json):
 
-    {"op": "predict", "images": <base64 PNG/JPEG or a list of them>,
+    {"op": "predict", "images": <base64 PNG/JPEG, {"url": ...} or {"path": ...}, or a list of them>,
      "adapter": <name from the `adapters` op; omitted = base model>, "top_k": 1..100,
      "return_logits": false}                      op defaults to "predict"
     {"op": "preprocess", "images": ..., "return_pixels": false}

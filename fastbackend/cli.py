@@ -103,16 +103,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from fastbackend.client import API_KEY_ENV_VAR, BASE_URL_ENV_VAR, ClientError, Mode, Target
+    from fastbackend.client import ClientError, Mode, target_from
     from fastbackend.invoke import EXIT_REFUSED, invoke_files
 
     try:
-        if args.endpoint:
-            target = Target.endpoint(
-                args.endpoint, os.environ.get(API_KEY_ENV_VAR, ""), os.environ.get(BASE_URL_ENV_VAR)
-            )
-        else:
-            target = Target.local(args.local) if args.local else None
+        target = target_from(args.endpoint, args.local)
     except ClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -306,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     invoke.add_argument("--json", action="store_true", help="print the raw output")
     invoke.set_defaults(func=cmd_invoke)
+
+    from fastbackend.batch.command import add_batch_parser
+
+    add_batch_parser(sub)
 
     pipeline = sub.add_parser("pipeline", help="run the notebooks as parameterised pipelines (pipelines.yaml)")
     definitions = argparse.ArgumentParser(add_help=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -126,6 +127,17 @@ class Target:
         return cls(url.rstrip("/"), None, "POST", False, f"local API {url.rstrip('/')}")
 
 
+def target_from(endpoint: str | None, local: str | None) -> Target | None:
+    """`--endpoint ID` (key from RUNPOD_API_KEY, base from RUNPOD_ENDPOINT_BASE_URL) or `--local URL`.
+
+    Raises:
+        ClientError: a malformed endpoint id or no API key.
+    """
+    if endpoint:
+        return Target.endpoint(endpoint, os.environ.get(API_KEY_ENV_VAR, ""), os.environ.get(BASE_URL_ENV_VAR))
+    return Target.local(local) if local else None
+
+
 @dataclass(frozen=True)
 class JobResult:
     """A finished (or abandoned) job as RunPod reports it."""
@@ -146,8 +158,26 @@ class JobResult:
 ProgressCallback = Callable[[str, str, float], None]  # (job id, status, seconds since submit)
 
 
+class _CredentialsStayOnHost(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, but drops `Authorization` when one leads to another
+    scheme, host or port: the API key is for the API host only (as requests and curl do)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 (urllib's signature)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for name in [k for k in new.headers if k.lower() == "authorization"]:
+                del new.headers[name]
+        return new
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+_OPENER = urllib.request.build_opener(_CredentialsStayOnHost())
 # Loopback requests never go through an HTTP(S)_PROXY the environment may set.
-_LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _CredentialsStayOnHost())
 
 
 def open_url(request: urllib.request.Request | str, timeout: float) -> Any:
@@ -156,7 +186,7 @@ def open_url(request: urllib.request.Request | str, timeout: float) -> Any:
     host = urllib.parse.urlsplit(url).hostname or ""
     if host in ("127.0.0.1", "localhost", "::1"):
         return _LOOPBACK_OPENER.open(request, timeout=timeout)
-    return urllib.request.urlopen(request, timeout=timeout)
+    return _OPENER.open(request, timeout=timeout)
 
 
 class ApiClient:
@@ -276,7 +306,7 @@ class ApiClient:
         try:
             while True:
                 if progress:
-                    progress(job_id, str(answer.get("status", "?")), time.monotonic() - started)
+                    progress(job_id, status_text(answer), time.monotonic() - started)
                 if answer.get("status") in TERMINAL_STATUSES:
                     return answer
                 if time.monotonic() - started > max_wait:
@@ -339,6 +369,17 @@ class ApiClient:
     def run_and_wait(self, job: Mapping[str, Any]) -> dict[str, Any]:
         """POST `/run`, then poll `/status/{id}`; return the final raw answer."""
         return self.invoke(job, Mode.ASYNC).raw  # type: ignore[return-value]
+
+
+def status_text(answer: Mapping[str, Any]) -> str:
+    """A job's status for a progress line: `IN_PROGRESS 16/64 images (decode)` when the worker
+    reports progress (its `output` while the job runs), else the status alone."""
+    status = str(answer.get("status", "?"))
+    output = answer.get("output")
+    if status == "IN_PROGRESS" and isinstance(output, dict) and {"done", "total"} <= set(output):
+        stage = f" ({output['stage']})" if output.get("stage") else ""
+        return f"{status} {output['done']}/{output['total']} images{stage}"
+    return status
 
 
 def _json_body(payload: bytes) -> dict[str, Any]:

@@ -166,12 +166,14 @@ class TestInputRun:
         """
         if not self.result_text:
             return None
-        if "...TRUNCATED" in self.log:
+        try:
+            return ast.literal_eval(self.result_text).get("output")
+        except (SyntaxError, ValueError):
+            # Only the result line itself matters: the SDK also cuts its echo of a large *input*.
             raise ValueError(
                 f"RunPod's logger cut the job result (it truncates log lines over "
                 f"{RUNPOD_LOG_LINE_LIMIT} characters); ask for a smaller result or use the local API"
-            )
-        return ast.literal_eval(self.result_text).get("output")
+            ) from None
 
 
 def run_test_input(
@@ -205,13 +207,18 @@ def run_test_input(
         seconds = time.perf_counter() - started
         sink.seek(0)
         log = sink.read().decode(errors="replace")
+    return parse_test_input(code, seconds, log)
+
+
+def parse_test_input(returncode: int | None, seconds: float, log: str) -> TestInputRun:
+    """What a `--test_input` run printed (here, or in a container started with its CMD), read back."""
     result_text, error = "", None
     for line in log.splitlines():
         if _RESULT_PREFIX in line:  # RunPod prints the job result as a Python literal
             result_text = line.split(_RESULT_PREFIX, 1)[1].strip()
         elif _FAILED_MARK in line:  # and a failed job's error string, then exits 1
             error = line.split(_FAILED_MARK, 1)[1]
-    return TestInputRun(code, seconds, log, result_text, error)
+    return TestInputRun(returncode, seconds, log, result_text, error)
 
 
 class LocalApi(ApiClient):

@@ -110,17 +110,9 @@ def png_b64(array) -> str:
 
 
 def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height, with one tiny IDAT: a decompression-bomb shape."""
-    import struct
-    import zlib
+    from fixtures.images import png_header_only as make
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
-    )
+    return make(width, height)
 
 
 def digit(task: str, index: int):

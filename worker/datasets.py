@@ -182,15 +182,11 @@ def read_image(path: str | os.PathLike[str], **limits: int) -> np.ndarray:
 
 
 def _decode(data: bytes, name: str, limits: dict[str, int]) -> np.ndarray:
-    """The serving decode step. The one place to switch to ``worker.decoding.decode_image``."""
-    import base64
-
+    """The serving decode step (worker.decoding.decode_image), as an 8-bit RGB array."""
     from worker.config import WorkerConfig
-    from worker.images import decode_image
+    from worker.decoding import decode_image
 
-    config = replace(WorkerConfig(), **limits)
-    encoded = base64.b64encode(data).decode("ascii")
-    return decode_image(encoded, name, config.max_image_bytes, config.max_image_side, config.max_image_pixels)
+    return np.asarray(decode_image(data, channels=3, limits=replace(WorkerConfig(), **limits)))
 
 
 def write_manifest(path: str | os.PathLike[str], items: Iterable[DatasetItem]) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import time
 from typing import Any
 
@@ -15,6 +16,8 @@ class ErrorCode(str, enum.Enum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     IMAGE_DECODE_FAILED = "IMAGE_DECODE_FAILED"
     IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
+    IMAGE_SOURCE_NOT_ALLOWED = "IMAGE_SOURCE_NOT_ALLOWED"  # a url/path item the operator's rules refuse
+    IMAGE_FETCH_FAILED = "IMAGE_FETCH_FAILED"  # an allowed url/path item that could not be read
     BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
     UNKNOWN_ADAPTER = "UNKNOWN_ADAPTER"
     ADAPTER_INCOMPATIBLE = "ADAPTER_INCOMPATIBLE"
@@ -79,18 +82,36 @@ def classify(exc: BaseException) -> WorkerError:
     return WorkerError(ErrorCode.INTERNAL, f"unexpected {type(exc).__name__}; see the worker log")
 
 
+# Encoded (JSON) bytes kept of each client-influenced string in an error answer: a message can quote
+# input (an unknown 10 MB key), and an error must never be the answer too large to post. With these,
+# every error answer stays under ERROR_BODY_MAX_BYTES, the floor of FASTBACKEND_MAX_OUTPUT_BYTES.
+_MESSAGE_BYTES, _NAME_BYTES = 600, 120
+ERROR_BODY_MAX_BYTES = 2048
+
+
+def clip(text: str, max_bytes: int) -> str:
+    """`text` cut so that its JSON encoding (escapes included) fits `max_bytes`, marked with '...'."""
+    if len(text) <= max_bytes // 6 or len(json.dumps(text)) - 2 <= max_bytes:
+        return text
+    cut = text[:max_bytes]
+    while len(json.dumps(cut)) - 2 > max_bytes - 3:
+        cut = cut[: len(cut) * 3 // 4]
+    return cut + "..."
+
+
 def error_response(error: WorkerError, job_id: str | None) -> dict[str, Any]:
     """The one error shape: `error` is a string (RunPod counts the job FAILED from it)."""
+    message = clip(error.message, _MESSAGE_BYTES)
     body: dict[str, Any] = {
         "status": "error",
-        "error": str(error),
+        "error": f"{error.code.value}: {message}",
         "code": error.code.value,
-        "message": error.message,
-        "job_id": job_id,
+        "message": message,
+        "job_id": clip(job_id, _NAME_BYTES) if job_id is not None else None,
         "timestamp": time.time(),
     }
     if error.field is not None:
-        body["field"] = error.field
+        body["field"] = clip(error.field, _NAME_BYTES)
     if error.fatal:
         body["refresh_worker"] = True
     return body

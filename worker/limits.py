@@ -9,6 +9,7 @@ from typing import Any
 from worker.errors import ErrorCode, WorkerError
 
 MAX_DEPTH = 32
+_MAX_INT_BITS = 13_000  # about 3,900 decimal digits: under Python's 4,300-digit str()/int() limit
 
 
 def payload_size(value: Any, limit: int) -> int:
@@ -18,7 +19,8 @@ def payload_size(value: Any, limit: int) -> int:
     lookup, not a copy. Non-ASCII text counts 4 bytes a character (its worst case).
 
     Raises:
-        WorkerError: INVALID_INPUT when nesting is deeper than MAX_DEPTH.
+        WorkerError: INVALID_INPUT when nesting is deeper than MAX_DEPTH, or for what JSON cannot carry
+            back (NaN, Infinity) or Python cannot print (an integer of thousands of digits).
     """
     size = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
@@ -39,7 +41,11 @@ def payload_size(value: Any, limit: int) -> int:
         elif isinstance(item, bool) or item is None:
             size += 5
         elif isinstance(item, int):
-            size += 24 if item.bit_length() < 64 else len(str(item))
+            if item.bit_length() > _MAX_INT_BITS:  # str() of it would raise ValueError: not a number we take
+                raise WorkerError(ErrorCode.INVALID_INPUT, "input holds an integer over 4,000 digits", field="input")
+            size += 24 if item.bit_length() < 64 else item.bit_length() * 30103 // 100000 + 2
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise WorkerError(ErrorCode.INVALID_INPUT, f"input holds {item}, which JSON cannot carry", field="input")
         else:
             size += 24
     return size
@@ -55,6 +61,13 @@ def check_payload(value: Any, limit: int) -> None:
             "send fewer or smaller images per job",
             field="input",
         )
+
+
+def check_batch(images: int, limit: int) -> None:
+    """Refuse a job with more images than the cap: the request's own limit, checked before admission,
+    so a client is told to split the job rather than to retry."""
+    if images > limit:
+        raise WorkerError(ErrorCode.BATCH_TOO_LARGE, f"{images} images in one job; the cap is {limit}", field="images")
 
 
 def _jsonable(value: Any) -> Any:

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from worker import __version__
-from worker.errors import ErrorCode, WorkerError
-from worker.images import decode_image
+from worker.budgets import Deadline, check_job_pixels
+from worker.decoding import decode_base64, decode_image, read_header
+from worker.errors import WorkerError
+from worker.progress import report
 from worker.schema import (
     AdaptersInput,
     EchoInput,
@@ -21,34 +23,61 @@ from worker.schema import (
     PreprocessInput,
     image_list,
 )
+from worker.sources import read_sources
 from worker.telemetry import ms_since
 
 if TYPE_CHECKING:  # annotations only: runtime.py imports this module, never the reverse at run time
     from worker.runtime import Worker
 
 
+def _with_field(error: WorkerError, field_name: str) -> WorkerError:
+    return WorkerError(error.code, f"{field_name}: {error.message}", field=field_name)
+
+
 def decode_and_preprocess(
     worker: Worker, request: PredictInput | PreprocessInput
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Decode (caps first) and preprocess the request's images; returns pixels and timings."""
+    """Decode and preprocess the request's images; returns pixels (N, C, H, W) and timings.
+
+    Every header is checked (caps, then the job's pixel budget, then the worker's) before any
+    image is decoded; each image is then decoded and resized to the model's input at once, so
+    at most one full-size image per job is alive at a time.
+    """
     config, host = worker.config, worker.host
     encoded = image_list(request)
-    if len(encoded) > config.max_batch:
-        raise WorkerError(
-            ErrorCode.BATCH_TOO_LARGE,
-            f"{len(encoded)} images in one job; the cap is {config.max_batch}",
-            field="images",
-        )
+    names = ["images"] if isinstance(request.images, str) else [f"images[{i}]" for i in range(len(encoded))]
     start = time.perf_counter()
-    field_name = "images" if isinstance(request.images, str) else "images[{}]"
-    images = [
-        decode_image(e, field_name.format(i), config.max_image_bytes, config.max_image_side, config.max_image_pixels)
-        for i, e in enumerate(encoded)
-    ]
-    decode_ms = ms_since(start)
-    start = time.perf_counter()
-    pixels = host.fns.to_pixel_values(images, host.transform, host.preprocess_config)
-    return pixels, {"decode_ms": decode_ms, "preprocess_ms": ms_since(start)}
+    sources = read_sources(encoded, names, config)  # url/path items -> bytes; base64 strings as they are
+    blobs, total = [], 0
+    for name, source in zip(names, sources):
+        try:
+            blob = decode_base64(source) if isinstance(source, str) else source
+            total += read_header(blob, limits=config).pixels
+        except WorkerError as exc:
+            raise _with_field(exc, name) from None
+        blobs.append(blob)
+    check_job_pixels(total, config.max_job_pixels)
+    decode_s, preprocess_s = time.perf_counter() - start, 0.0
+    channels = getattr(host.preprocess_config, "num_channels", 3)
+    deadline = Deadline(config.max_decode_ms)
+    rows = []
+    with worker.pixel_budget.reserve(total):
+        for i, (name, blob) in enumerate(zip(names, blobs)):
+            start = time.perf_counter()
+            try:
+                image = np.asarray(decode_image(blob, channels=channels, limits=config))
+            except WorkerError as exc:
+                raise _with_field(exc, name) from None
+            blobs[i] = b""
+            decoded = time.perf_counter()
+            rows.append(host.fns.to_pixel_values([image], host.transform, host.preprocess_config))
+            del image
+            decode_s += decoded - start
+            preprocess_s += time.perf_counter() - decoded
+            report(i + 1, "decode")
+            deadline.check(i + 1, len(blobs))
+    pixels = np.concatenate(rows) if len(rows) > 1 else rows[0]
+    return pixels, {"decode_ms": round(decode_s * 1000, 3), "preprocess_ms": round(preprocess_s * 1000, 3)}
 
 
 def predict(worker: Worker, request: PredictInput) -> dict[str, Any]:
@@ -107,6 +136,10 @@ def health(worker: Worker, request: Any) -> dict[str, Any]:
             "max_image_bytes": c.max_image_bytes,
             "max_image_side": c.max_image_side,
             "max_image_pixels": c.max_image_pixels,
+            "max_jpeg_scans": c.max_jpeg_scans,
+            "max_job_pixels": c.max_job_pixels,
+            "max_worker_pixels": c.max_worker_pixels,
+            "max_decode_ms": c.max_decode_ms,
             "max_batch": c.max_batch,
             "max_output_bytes": c.max_output_bytes,
         },
@@ -115,6 +148,7 @@ def health(worker: Worker, request: Any) -> dict[str, Any]:
             "max_jobs_in_flight": c.jobs_in_flight_limit,
             "max_queued_images": c.max_queued_images,
         },
+        "decoding": worker.pixel_budget.state(),
         "batching": {
             "enabled": worker.batcher is not None,
             "max_batch_images": c.max_batch,

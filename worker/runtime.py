@@ -1,7 +1,7 @@
 """The worker: explicit one-time setup, then a thin `handle(job)` over pure steps.
 
     setup:  config -> load base -> preload adapters -> warm-up forward   (before start())
-    handle: payload size -> parse input -> admit -> op -> check output -> answer
+    handle: payload size -> parse input -> batch size -> admit -> op -> check output -> answer
 
 `handle` never raises and always returns a JSON-serialisable dict: a success body, or the
 one error shape of worker.errors (with `refresh_worker` when the worker must be recycled).
@@ -22,14 +22,16 @@ from typing import Any
 import numpy as np
 
 from worker.batching import MicroBatcher
-from worker.config import ConfigError, WorkerConfig
+from worker.budgets import PixelBudget
+from worker.config import ConfigError, WorkerConfig, production_mode
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, WorkerError, classify, error_response
-from worker.limits import check_output, check_payload
+from worker.limits import check_batch, check_output, check_payload
 from worker.models import ModelHost
 from worker.ops import OPERATIONS
+from worker.progress import reporter_for, reporting
 from worker.schema import OPS, parse_input, requested_op
-from worker.telemetry import Metrics, configure_logging, log_event, ms_since, rss_mb
+from worker.telemetry import Metrics, configure_logging, log_event, ms_since, route_sdk_logs, rss_mb
 
 
 class Admission:
@@ -78,7 +80,9 @@ class Worker:
         self.startup_ms: dict[str, float] = {}
         self.batcher: MicroBatcher | None = None  # when concurrency > 1
         self.admission = Admission(1, 1)
+        self.pixel_budget = PixelBudget(0)  # decoded pixels of the jobs in flight; sized by setup()
         self._executor: ThreadPoolExecutor | None = None
+        self.production = False  # set by setup(): progress updates only where RunPod takes them
 
     # -- setup ---------------------------------------------------------------
     def setup(self, config: WorkerConfig | None = None) -> Worker:
@@ -89,6 +93,8 @@ class Worker:
         configure_logging(config.log_level)
         host = self.host = ModelHost(config, self.functions)
         self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images)
+        self.pixel_budget = PixelBudget(config.max_worker_pixels)
+        self.production = production_mode()
         timings["config_ms"] = ms_since(start)
         for stage, step in (
             ("load_base_ms", host.load_base),
@@ -111,11 +117,13 @@ class Worker:
     def setup_or_exit(self, config: WorkerConfig | None = None) -> Worker:
         """`setup()`, or exit non-zero with one clear line: no job is pulled by a broken worker."""
         try:
-            return self.setup(config)
+            self.setup(config)
         except (WorkerError, ConfigError) as exc:
             code = exc.code.value if isinstance(exc, WorkerError) else "CONFIG_INVALID"
             log_event("setup.failed", logging.ERROR, code=code, error=str(exc))
             sys.exit(f"fastbackend: setup failed: {exc}")
+        route_sdk_logs(self.config.log_level)  # only a worker about to start routes the SDK's logs
+        return self
 
     @property
     def concurrent(self) -> bool:
@@ -161,7 +169,16 @@ class Worker:
             run, needs_model = OPERATIONS[type(request)]
             if needs_model and not self.ready:
                 raise WorkerError(ErrorCode.MODEL_NOT_READY, "the model is not loaded yet (setup has not finished)")
-            with self.admission.admit(_image_count(raw)):
+            images = _image_count(raw)
+            check_batch(images, config.max_batch)
+            progress = reporter_for(
+                job,
+                images,
+                production=self.production,
+                min_images=config.progress_min_images,
+                interval_ms=config.progress_interval_ms,
+            )
+            with self.admission.admit(images), reporting(progress):
                 body = {"status": "success", "op": request.op, **run(self, request)}
             if isinstance(body.get("timings"), dict):
                 body["timings"]["total_ms"] = ms_since(started)

@@ -9,19 +9,68 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    Tag,
+    ValidationError,
+)
 
 from worker.config import ADAPTER_NAME_PATTERN
 from worker.errors import ErrorCode, WorkerError
 
 MAX_TOP_K = 100
 
-Images = Union[StrictStr, Annotated[list[StrictStr], Field(min_length=1)]]
-_IMAGES_DOC = "base64-encoded PNG or JPEG (optionally as a data: URL); one string or a list"
+_IMAGES_DOC = (
+    "one image or a list: base64-encoded PNG, JPEG, WEBP, BMP, GIF or TIFF (optionally as a data: URL), "
+    '{"url": "https://..."} (hosts the operator allows) or {"path": "..."} (under the operator\'s input root)'
+)
 
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UrlImage(_Input):
+    """An image fetched by the worker (off unless the operator allows hosts: worker/sources.py)."""
+
+    url: StrictStr = Field(min_length=1, max_length=4096)
+
+
+class PathImage(_Input):
+    """An image file under the worker's input root, e.g. on a network volume (off unless set)."""
+
+    path: StrictStr = Field(min_length=1, max_length=4096)
+
+
+def _item_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "base64"
+    if isinstance(value, dict | UrlImage | PathImage):
+        keys = set(value) if isinstance(value, dict) else set(type(value).model_fields)
+        return {"url": "url-item", "path": "path-item"}.get(next(iter(keys)) if len(keys) == 1 else "")
+    return None
+
+
+_ITEM_ERROR = 'an image is a base64 string, {"url": "..."} or {"path": "..."}'
+ImageItem = Annotated[
+    Union[
+        Annotated[StrictStr, Tag("base64")],
+        Annotated[UrlImage, Tag("url-item")],
+        Annotated[PathImage, Tag("path-item")],
+    ],
+    Discriminator(_item_kind, custom_error_type="image_item", custom_error_message=_ITEM_ERROR),
+]
+Images = Annotated[
+    Union[Annotated[ImageItem, Tag("one")], Annotated[list[ImageItem], Field(min_length=1), Tag("list")]],
+    Discriminator(lambda v: "list" if isinstance(v, list) else "one"),
+]
+_UNION_TAGS = ("str", "list[str]", "base64", "url-item", "path-item", "one", "list")
 
 
 class PredictInput(_Input):
@@ -97,7 +146,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
     # For a union (`images`), pydantic adds the branch type to the location; drop it.
-    loc = tuple(p for p in error["loc"] if p not in ("str", "list[str]"))
+    loc = tuple(p for p in error["loc"] if p not in _UNION_TAGS)
     field = _field_path(loc) or "input"
     if error["type"] == "extra_forbidden":
         return field, f"unknown key {field!r}"
@@ -129,14 +178,14 @@ def parse_input(raw: Any) -> _Input:
 
         def precision(e: dict[str, Any]) -> tuple[int, bool]:
             given = raw.get(e["loc"][0]) if e["loc"] else None
-            return len(e["loc"]), isinstance(given, list) == ("list[str]" in e["loc"])
+            return len(e["loc"]), isinstance(given, list) == ("list" in e["loc"])
 
         field, message = _describe(max(errors, key=precision))
         raise WorkerError(ErrorCode.INVALID_INPUT, message, field=field) from None
 
 
-def image_list(request: PredictInput | PreprocessInput) -> list[str]:
-    return [request.images] if isinstance(request.images, str) else list(request.images)
+def image_list(request: PredictInput | PreprocessInput) -> list[str | UrlImage | PathImage]:
+    return list(request.images) if isinstance(request.images, list) else [request.images]
 
 
 def json_schema() -> dict[str, Any]:

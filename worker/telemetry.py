@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -63,6 +65,75 @@ def configure_logging(level: str) -> logging.Logger:
         handler._fastbackend = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     return logger
+
+
+# The RunPod SDK prints `LEVEL  | [job id | ]message` lines (and a banner) to stdout.
+_SDK_LINE = re.compile(r"^(NOTSET|TRACE|DEBUG|INFO|WARN|ERROR|TIP)\s*\|\s?(.*)$", re.DOTALL)
+# --test_input's answer, printed by the SDK's local runner: kept verbatim, as `invoke`,
+# `check --run` and `docker run IMAGE` read it (the one line README allows that is not ours).
+_TEST_INPUT_RESULT = ("Job result: ", " failed with error: ")
+_SDK_LEVELS = {"DEBUG": "INFO", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR"}
+_LINE_CHARS = 2000  # a routed line is clipped: the SDK's own cap (4,096) still allows content
+
+
+class JsonLines(io.TextIOBase):
+    """The worker's stdout: JSON lines pass through, any other line is wrapped as one of ours.
+
+    Routes what the RunPod SDK prints (its logger writes plain text to stdout) through our log
+    format, so stdout is one JSON object per line, without patching the SDK.
+    """
+
+    def __init__(self, stream: io.TextIOBase) -> None:
+        self.stream = stream
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            lines = (self._pending + text).split("\n")
+            self._pending = lines.pop()
+            for line in lines:
+                self.stream.write(self._route(line) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @staticmethod
+    def _route(line: str) -> str:
+        stripped = line.strip()
+        if stripped.startswith("{") and stripped.endswith("}"):
+            try:
+                json.loads(stripped)
+                return line
+            except ValueError:
+                pass
+        match = _SDK_LINE.match(stripped)
+        level, message = (match.group(1), match.group(2)) if match else ("INFO", stripped)
+        if any(mark in message for mark in _TEST_INPUT_RESULT):
+            return line
+        if len(message) > _LINE_CHARS:
+            message = message[:_LINE_CHARS] + "...(clipped)"
+        entry = {"time": round(time.time(), 3), "level": "WARNING" if level == "WARN" else level}
+        entry.update({"logger": "runpod", "event": message})
+        return json.dumps(entry, separators=(",", ":"))
+
+
+def route_sdk_logs(level: str) -> None:
+    """Before runpod.serverless.start: the SDK's log level from ours, never below INFO (at DEBUG it
+    logs every job's input and output), and stdout routed through JsonLines."""
+    from runpod.serverless.modules.rp_logger import RunPodLogger
+
+    if not isinstance(sys.stdout, JsonLines):
+        sys.stdout = JsonLines(sys.stdout)
+    RunPodLogger().set_level(_SDK_LEVELS.get(level, "INFO"))
 
 
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:

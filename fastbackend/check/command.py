@@ -83,11 +83,18 @@ def review(options: CheckOptions) -> Report:
         The finished Report; `report.exit_code(strict)` is the command's exit status.
 
     Raises:
-        CheckError: the handler is missing or unparseable, or --run has no usable test job.
+        CheckError: the handler is missing or unparseable, the file holds no handler at all, or --run
+            has no usable test job.
     """
     started = time.perf_counter()
     project = load_project(options.path)
     static = analyse(project)
+    if static.handler is None and not static.entry.starts:
+        # Nothing here is a RunPod worker (a config file, a library module): a score would mislead.
+        raise CheckError(
+            f"{display_path(options.path)}: no RunPod handler here (no `handler` function and no "
+            "`runpod.serverless.start(...)`); pass the worker's handler module"
+        )
     static_seconds = time.perf_counter() - started
     findings, dropped = list(static.findings), list(static.suppressed)
     probes, metrics, dynamic_seconds = (), {}, 0.0
@@ -120,7 +127,7 @@ def review(options: CheckOptions) -> Report:
         compliant=static.compliant,
         checklist=checklist(ordered, probes, options.run),
         areas=areas,
-        score=overall(areas),
+        score=overall(areas, verdict(ordered)),
         verdict=verdict(ordered),
         advice=static.advice,
         probes=probes,
@@ -138,6 +145,9 @@ def run_command(options: CheckOptions) -> int:
         report = review(options)
     except CheckError as exc:
         print(f"fastbackend check: {exc}", file=sys.stderr)
+        return 2
+    except RecursionError:  # the analysis of a pathologically nested module: cannot review, one line
+        print(f"fastbackend check: {options.path}: nested too deeply to analyse", file=sys.stderr)
         return 2
     text = render_json(report) if options.json else render_markdown(report)
     if options.output is not None:

@@ -119,8 +119,11 @@ def _completed(answer: Answer, generator: bool) -> tuple[bool, str]:
 
 
 def _rule_for(answer: Answer) -> str:
-    """A completed job with the wrong output shape is a return-format problem, anything else the API's."""
-    return "non-dict-return" if answer.job_status == "COMPLETED" else "run-local-api"
+    """A completed job with the wrong output shape is a return-format problem; a job the server answered
+    with an error is the handler failing its own test job (an answer, not silence); the rest the API's."""
+    if answer.job_status == "COMPLETED":
+        return "non-dict-return"
+    return "run-test-job-failed" if answer.status == 200 and answer.job_status == "FAILED" else "run-local-api"
 
 
 def _padded(job: dict[str, Any]) -> dict[str, Any]:
@@ -219,11 +222,12 @@ def _serve(command: HandlerCommand, options: RunOptions, rec: _Recorder) -> None
 
 def _warm(server: LocalServer, options: RunOptions, rec: _Recorder, first: Answer) -> None:
     m = rec.result.metrics
-    times, failures = [], []
+    times, failures, rules = [], [], set()
     for _ in range(options.warm_requests):
         answer = _post(server, "/runsync", options.job, min(options.timeout_s, 60.0))
         ok, detail = _completed(answer, rec.generator)
         (times if ok else failures).append(answer.seconds if ok else detail)
+        rules |= set() if ok else {_rule_for(answer)}
     if failures:
         rec.probe(
             R.RUN_COLD_START,
@@ -231,7 +235,7 @@ def _warm(server: LocalServer, options: RunOptions, rec: _Recorder, first: Answe
             False,
             None,
             f"{len(failures)} of {options.warm_requests} failed after the probes: {failures[0]}",
-            "run-local-api",
+            "run-local-api" if rules - {"run-test-job-failed"} else "run-test-job-failed",
         )
         return
     p50 = statistics.median(times)

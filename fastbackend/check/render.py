@@ -159,10 +159,15 @@ def _recommendations(report: Report) -> list[str]:
             lines.append(f"{n}. **{_WHEN[severity]}**: {RULES[rule_id].fix} ({where})")
     if not n:
         lines.append("Nothing to fix before deployment.")
-    lines += ["", "Future improvements (not scored):", ""]
-    for a in report.advice:
-        state = f"present (`{a.where}`)" if a.present else "not found"
-        lines.append(f"- **{a.topic}**: {state}; {a.suggestion}.")
+    # The review's future improvements: what is already there is not advice, so it is listed apart.
+    present = [a for a in report.advice if a.present]
+    missing = [a for a in report.advice if not a.present]
+    if missing:
+        lines += ["", "Future improvements (not scored):", ""]
+        lines += [f"- **{a.topic}**: not found; {a.suggestion}." for a in missing]
+    if present:
+        lines += ["", "Already in place (the review's future improvements):", ""]
+        lines += [f"- **{a.topic}**: `{a.where}`" for a in present]
     return lines + [""]
 
 

@@ -385,6 +385,14 @@ _RULES = (
         "or the answer it gives.",
     ),
     Rule(
+        "run-test-job-failed",
+        C,
+        _IO,
+        RUN_LOCAL_API,
+        "The test job was answered with an error",
+        "The handler refuses or fails its own test job: fix the handler, or the test job, until it completes.",
+    ),
+    Rule(
         "run-oversize",
         C,
         _PL,

@@ -4,7 +4,8 @@ Calibrated on the original review (FastBackend 1.0.0-fast, 8/10, "conditional go
 seven areas of its summary table scores 10 when nothing fails there, 9 with only low findings,
 8 with a high one (it had these in Error Handling and Local Testing), 5 with a critical one (a
 failing area keeps half its credit, as the review kept for Payload Limits and Performance);
-the score is their mean. 3 x 10 + 2 x 8 + 2 x 5 over 7 areas is the review's 8.
+the score is their mean. 3 x 10 + 2 x 8 + 2 x 5 over 7 areas is the review's 8. A NO-GO worker (it
+cannot take a job at all) scores at most 5.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ AREA_STATUS = {None: "pass", Severity.LOW: "minor", Severity.HIGH: "warn", Sever
 _ORDER = (Severity.CRITICAL, Severity.HIGH, Severity.LOW)
 # Critical findings here mean the worker cannot take a job at all: no-go, not conditional.
 _NO_GO_AREAS = frozenset({Area.HANDLER_STRUCTURE, Area.IO_FORMAT, Area.SERVERLESS_START})
-_NO_GO_RULES = frozenset({"run-test-input", "run-local-api"})
+_NO_GO_RULES = frozenset({"run-test-input", "run-local-api", "run-test-job-failed"})
 
 
 def worst(findings: list[Finding] | tuple[Finding, ...]) -> Severity | None:
@@ -35,8 +36,14 @@ def score_areas(findings: tuple[Finding, ...]) -> tuple[AreaScore, ...]:
     return tuple(areas)
 
 
-def overall(areas: tuple[AreaScore, ...]) -> float:
-    return round(sum(a.score for a in areas) / len(areas), 1)
+NO_GO_CEILING = 5.0  # a worker that cannot take a job scores at most what one failing area keeps
+
+
+def overall(areas: tuple[AreaScore, ...], verdict: str = "") -> float:
+    """The mean of the area scores; for a NO-GO worker at most NO_GO_CEILING, however many areas
+    its failure touches (a handler failing every test job is not a 9.3/10 worker)."""
+    score = round(sum(a.score for a in areas) / len(areas), 1)
+    return min(score, NO_GO_CEILING) if verdict == "NO-GO" else score
 
 
 def verdict(findings: tuple[Finding, ...]) -> str:

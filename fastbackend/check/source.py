@@ -69,12 +69,16 @@ class Project:
             return None
         try:
             module = parse_module(dotted, path)
+        except (RecursionError, MemoryError):
+            self._missing.add(dotted)
+            self.problems.append(SourceProblem("syntax", path, 1, "nested too deeply for Python's parser"))
+            return None
         except SyntaxError as exc:
             self._missing.add(dotted)
             text = path.read_text(encoding="utf-8", errors="replace")
             magic = _magic_line(text, exc.lineno)
             message = f"`{magic[1]}` is a notebook magic (a run-time install), not Python" if magic else exc.msg
-            self.problems.append(SourceProblem("syntax", path, magic[0] if magic else exc.lineno or 1, message))
+            self.problems.append(SourceProblem("syntax", path, magic[0] if magic else _error_line(text, exc), message))
             return None
         self.modules[dotted] = module
         return module
@@ -105,6 +109,13 @@ def parse_module(name: str, path: Path) -> Module:
     text = path.read_text(encoding="utf-8", errors="replace")
     tree = ast.parse(text, filename=str(path))
     return Module(name, path, tree, tuple(text.splitlines()), path.name == "__init__.py")
+
+
+def _error_line(text: str, exc: SyntaxError) -> int:
+    """The line of a syntax error; Python gives none for a NUL byte, so find it."""
+    if exc.lineno:
+        return exc.lineno
+    return text.count("\n", 0, text.index("\0")) + 1 if "\0" in text else 1
 
 
 def _magic_line(text: str, error_line: int | None) -> tuple[int, str] | None:
@@ -139,6 +150,11 @@ def load_project(handler_path: Path, cwd: Path | None = None) -> Project:
         tree = ast.parse(text, filename=str(path))
     except UnicodeDecodeError:
         raise CheckError(f"{handler_path}: not a UTF-8 text file; pass the handler's Python source") from None
+    except (RecursionError, MemoryError):
+        raise CheckError(
+            f"{handler_path}: nested too deeply for Python's parser (an expression of thousands of terms?); "
+            "the worker cannot start"
+        ) from None
     except SyntaxError as exc:
         magic = _magic_line(text, exc.lineno)
         if magic:
@@ -146,7 +162,8 @@ def load_project(handler_path: Path, cwd: Path | None = None) -> Project:
                 f"{handler_path}:{magic[0]}: not Python: `{magic[1]}` is a notebook magic (a run-time "
                 "install); declare the dependency in the image instead"
             ) from None
-        raise CheckError(f"{handler_path}:{exc.lineno}: syntax error: {exc.msg}; the worker cannot start") from None
+        line = _error_line(text, exc)
+        raise CheckError(f"{handler_path}:{line}: syntax error: {exc.msg}; the worker cannot start") from None
     handler = Module(name, path, tree, tuple(text.splitlines()), path.name == "__init__.py")
     project = Project(roots, handler, {name: handler})
     _walk_imports(project)

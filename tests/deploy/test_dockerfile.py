@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from fastbackend.bake import DEFAULT_ADAPTERS, DEFAULT_BASE, bake
+from fastbackend.client import open_url
+from fastbackend.imagetest import PIP_CERT_SECRET, PIP_CONF_SECRET, pip_inputs
 from worker.config import WorkerConfig
 
 
@@ -101,17 +103,99 @@ def test_base_image_is_a_cuda_or_runpod_pytorch_image(docker):
     assert docker.stages[-1].base == "runtime", "the final image starts from the runtime stage, not the builder"
 
 
+def _extracted_pins(root: Path, run: str) -> list[str]:
+    """Run the Dockerfile's own `python -c` extraction against this pyproject."""
+    script = shlex.split(re.search(r'python -c ("(?:[^"\\]|\\.)*")', run).group(1))[0]
+    script = script.replace("/tmp/pyproject.toml", str(root / "pyproject.toml"))
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+
+
 def test_runtime_dependencies_are_the_pinned_ones_from_pyproject_installed_at_build_time(root, docker):
     runtime = docker.stage("runtime")
     assert "pyproject.toml /tmp/pyproject.toml" in runtime.all("COPY")
     install = " ".join(runtime.all("RUN"))
     assert "pip install -r /tmp/requirements.txt" in install
-    # Run the Dockerfile's own extraction against this pyproject: it must list every pin.
-    script = shlex.split(re.search(r'python -c ("(?:[^"\\]|\\.)*")', install).group(1))[0]
-    script = script.replace("/tmp/pyproject.toml", str(root / "pyproject.toml"))
-    printed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    pins = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert printed.split() == pins and all("==" in pin for pin in pins)
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    pins = project["dependencies"]
+    assert _extracted_pins(root, install) == pins and all("==" in pin for pin in pins)
+    # The dev extra (what baking the demo models needs) only in the throwaway models stage.
+    (dev_install,) = [run for run in docker.stage("models").all("RUN") if "requirements-dev.txt" in run]
+    assert _extracted_pins(root, dev_install) == project["optional-dependencies"]["dev"]
+    assert "optional-dependencies" not in install
+
+
+def test_the_engines_built_in_frontend_can_build_it(root, docker):
+    """No registry here: no `# syntax=` frontend image to pull, so only Dockerfile 1.2 mount
+    options (Docker 20.10's built-in frontend has no secret `env=`)."""
+    text = (root / "Dockerfile").read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    known = {"type", "id", "target", "dst", "destination", "source", "src", "from", "required", "mode", "uid", "gid"}
+    known |= {"readonly", "ro", "rw", "readwrite", "sharing"}
+    for stage in docker.stages:
+        for run in stage.all("RUN"):
+            for mount in re.findall(r"--mount=(\S+)", run):
+                keys = {option.split("=", 1)[0] for option in mount.split(",")}
+                assert keys <= known, f"--mount={mount}: {sorted(keys - known)} needs a newer frontend"
+
+
+def test_every_pip_step_gets_the_build_machines_pip_settings_as_secrets(docker):
+    """`make image-test` passes the CA bundle and find-links as secrets with these ids; pip
+    reads them only while its step runs, so they never reach a layer."""
+    pip_runs = [run for stage in docker.stages for run in stage.all("RUN") if "pip install" in run]
+    assert len(pip_runs) == 3
+    for run in pip_runs:
+        assert f"--mount=type=secret,id={PIP_CONF_SECRET}" in run and f"--mount=type=secret,id={PIP_CERT_SECRET}" in run
+        assert f"export PIP_CONFIG_FILE=/run/secrets/{PIP_CONF_SECRET}" in run
+    settings = " ".join(args for stage in docker.stages for kw, args in stage.instructions if kw in ("ARG", "ENV"))
+    assert "PIP_CERT" not in settings and "FIND_LINKS" not in settings and "PIP_CONFIG_FILE" not in settings
+
+
+def test_pip_inputs_serve_find_links_folders_and_pass_the_ca_bundle_only_while_building(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "demo-1.0-py3-none-any.whl").write_bytes(b"not really a wheel")
+    cert = tmp_path / "ca.crt"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = {"cert": str(cert), "find-links": f"file://{wheels} https://example.org/wheels/"}
+    with pip_inputs(tmp_path, settings) as secrets:
+        conf = (tmp_path / "pip.conf").read_text()
+        assert secrets == [
+            "--secret",
+            f"id={PIP_CERT_SECRET},src={cert}",
+            "--secret",
+            f"id={PIP_CONF_SECRET},src={tmp_path / 'pip.conf'}",
+        ]
+        assert f"cert = /run/secrets/{PIP_CERT_SECRET}" in conf
+        url = re.search(r"find-links = (http://127\.0\.0\.1:\d+/) https://example.org/wheels/", conf).group(1)
+        with open_url(url + "demo-1.0-py3-none-any.whl", 5) as served:
+            assert served.read() == b"not really a wheel"
+    with pytest.raises(OSError):
+        open_url(url, 2)
+    with pip_inputs(tmp_path / "none", {}) as secrets:
+        assert secrets == []  # a clean machine: pip inside the build uses its defaults
+
+
+def test_compiling_the_venv_tolerates_files_that_are_not_python_311(docker, tmp_path):
+    """The runtime stage's own compile command, run on a tree holding a 3.12-only file (as torch ships)."""
+    (run,) = [r for r in docker.stage("runtime").all("RUN") if "compileall" in r]
+    command = run[run.index("{ python -m compileall") : run.index("&& rm")].replace("/opt/venv/lib", str(tmp_path))
+    (tmp_path / "good.py").write_text("x = 1\n")
+    (tmp_path / "py312_intrinsics.py").write_text("type Alias = int\n")
+    done = subprocess.run(
+        [
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            command.replace("/tmp/compileall.log", str(tmp_path / "log")).replace("python -m", f"{sys.executable} -m"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"not compiled (not Python 3.11): {tmp_path / 'py312_intrinsics.py'}"
+    assert [p.name.split(".")[0] for p in (tmp_path / "__pycache__").iterdir()] == ["good"]
 
 
 def test_nothing_is_installed_or_downloaded_at_run_time(docker, final):
@@ -224,6 +308,10 @@ def test_make_image_builds_with_the_build_arguments(root):
         ["make", "-n", "image"], cwd=root, capture_output=True, text=True, env={**env, "HF_TOKEN": "hf_secret_value"}
     )
     assert "--secret id=hf_token,env=HF_TOKEN" in private.stdout and "hf_secret_value" not in private.stdout
+    check = subprocess.run(
+        ["make", "-n", "image-test", "BASE_IMAGE=org/base:1"], cwd=root, capture_output=True, text=True
+    )
+    assert re.search(r"python -m fastbackend.imagetest --base org/base:1$", check.stdout, re.MULTILINE), check.stdout
 
 
 def test_the_final_stage_layout_answers_test_input_with_the_default_config(root, models_dir, docker, final, tmp_path):

@@ -120,3 +120,30 @@ def test_a_handler_in_a_package_runs_as_a_module(tmp_path: Path, monkeypatch: py
         "python",
         str((tmp_path / "loose.py").resolve()),
     )
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("deep.py", "import runpod\nx = " + "+".join(["1"] * 100_000) + "\n", "deep.py: nested too deeply"),
+        ("nul.py", "import runpod\n\ndef handler(job):\n    return {}\x00\n", "nul.py:4: syntax error"),
+        ("config.json", '{"base_model": "models/base", "top_k": [1, 2]}\n', "config.json: no RunPod handler here"),
+    ],
+)
+def test_what_is_not_a_reviewable_handler_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture, tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    code, out, err = run(capsys, str(path))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err and "None" not in err
+
+
+def test_future_improvements_list_only_what_is_missing(capsys: pytest.CaptureFixture, root: Path) -> None:
+    _, ours, _ = run(capsys, str(root / "exported" / "handler.py"))
+    improvements = ours.split("## Prioritised recommendations", 1)[1].split("## Pre-deployment checklist", 1)[0]
+    assert "Future improvements" not in improvements  # monitoring, rate limiting and caching are all there
+    assert all(f"**{topic}**: `" in improvements for topic in ("Monitoring", "Rate limiting", "Caching"))
+    _, original, _ = run(capsys, str(FIXTURES / "original_worker.py"))
+    assert "Future improvements (not scored):" in original and "not found;" in original

@@ -100,3 +100,12 @@ def test_generated_handler_scores_ten_with_run(models_dir, monkeypatch) -> None:
     assert [f.to_json() for f in report.findings] == []
     assert all(p.passed for p in report.probes), [p.to_json() for p in report.probes]
     assert report.score == 10.0 and report.verdict == "GO"
+
+
+def test_a_handler_failing_its_own_test_job_is_no_go_and_was_answered() -> None:
+    # The clean fixture answers INVALID_INPUT for this job: an answer, not silence, and no 9.3/10.
+    report = run_review(FIXTURES / "thin_runtime_handler.py", input='{"input": {"images": "x"}}')
+    failed = [f for f in report.findings if f.rule_id == "run-test-job-failed"]
+    assert failed and all("INVALID_INPUT" in f.detail for f in failed), [f.to_json() for f in report.findings]
+    assert "run-local-api" not in {f.rule_id for f in report.findings}
+    assert report.verdict == "NO-GO" and report.score <= 5.0

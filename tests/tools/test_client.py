@@ -238,3 +238,42 @@ def test_local_round_trip_json_and_a_refused_job(local_api, tmp_path, capsys):
     assert output["predictions"][0]["label"] == str(label) and len(output["predictions"][0]["top_k"]) == 2
     assert main(["invoke", str(path), "--local", local_api.url, "--adapter", "nope"]) == 1
     assert "UNKNOWN_ADAPTER" in capsys.readouterr().err
+
+
+def test_the_api_key_is_not_sent_to_another_host_on_redirect():
+    import http.server
+    import threading
+    import urllib.request
+
+    from fastbackend.client import open_url
+
+    seen: dict[str, str | None] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            if self.path.startswith("/away"):  # the API host sends the client elsewhere
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{self.server.server_port}/landed")
+            elif self.path.startswith("/here"):
+                self.send_response(302)
+                self.send_header("Location", "/landed-here")
+            else:
+                seen[self.path] = self.headers.get("Authorization")
+                self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        for path in ("/away", "/here"):
+            request = urllib.request.Request(base + path, headers={"Authorization": "Bearer secret"})
+            with open_url(request, 10) as response:
+                assert response.status == 200
+    finally:
+        server.shutdown()
+    assert seen == {"/landed": None, "/landed-here": "Bearer secret"}

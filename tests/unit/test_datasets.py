@@ -85,8 +85,10 @@ def test_written_manifest_reads_back_the_same_items(folder, tmp_path):
 def test_images_decode_as_the_worker_decodes_them(tmp_path):
     gray = _png(tmp_path / "g.png", value=7)
     rgba = _png(tmp_path / "c.png", value=9, mode="RGBA")
-    assert read_image(gray).shape == (5, 6) and read_image(gray).dtype == np.uint8
-    assert read_image(rgba).shape == (5, 6, 4)
+    # 8-bit RGB as serving decodes it: gray replicated, transparency composited on white.
+    assert read_image(gray).shape == (5, 6, 3) and read_image(gray).dtype == np.uint8
+    assert (read_image(gray) == 7).all()
+    assert read_image(rgba).shape == (5, 6, 3)
 
 
 # -- what is refused, each naming the file, folder or row ---------------------------------

@@ -10,8 +10,8 @@ import pytest
 from conftest import png_header_only
 
 from worker.config import ENV_VARS, ConfigError, WorkerConfig
+from worker.decoding import Header, read_header
 from worker.errors import ErrorCode, WorkerError, classify, error_response
-from worker.images import image_size
 from worker.limits import check_payload, payload_size
 from worker.schema import parse_input
 
@@ -36,11 +36,12 @@ def test_op_defaults_to_predict_and_ping_needs_nothing():
     assert type(parse_input({"op": "ping"})).__name__ == "PingInput"
 
 
-def test_image_size_reads_png_headers_without_decoding():
-    assert image_size(png_header_only(70_000, 60_000)) == ("png", 70_000, 60_000)
+def test_read_header_reads_sizes_without_decoding():
+    assert read_header(png_header_only(700, 600), limits=WorkerConfig()) == Header("PNG", 700, 600)
     for bad in (b"GIF89a", b"\x89PNG\r\n\x1a\n" + b"\x00" * 4, b"\xff\xd8\xff\xd9"):
-        with pytest.raises(ValueError):
-            image_size(bad)
+        with pytest.raises(WorkerError) as caught:
+            read_header(bad, limits=WorkerConfig())
+        assert caught.value.code is ErrorCode.IMAGE_DECODE_FAILED
 
 
 def test_payload_size_bounds_the_json_size_and_stops_past_the_limit():

@@ -41,15 +41,13 @@ def test_same_batch_gives_bit_identical_logits_to_one_direct_forward(make_worker
     answers = asyncio.run(gather(batched, jobs))
     assert batched.batcher.stats()["batch_size_histogram"] == {"4": 1}, "the four jobs met in one forward"
     host = batched.host
-    from worker.images import decode_image
+    from worker.decoding import decode_base64, decode_image
+
+    def decoded(job):
+        return np.asarray(decode_image(decode_base64(job["input"]["images"]), channels=1, limits=batched.config))
 
     # Rows in submission order are not guaranteed; compare each job with its own row of one direct forward.
-    pixels = [
-        host.fns.to_pixel_values(
-            [decode_image(j["input"]["images"], "i", 10**7, 4096, 10**8)], host.transform, host.preprocess_config
-        )
-        for j in jobs
-    ]
+    pixels = [host.fns.to_pixel_values([decoded(j)], host.transform, host.preprocess_config) for j in jobs]
     direct = predict_logits(host.model, np.concatenate(pixels), "inverted")
     got = {tuple(a["predictions"][0]["logits"]) for a in answers}
     assert got == {tuple(float(v) for v in row) for row in direct}

@@ -78,10 +78,16 @@ def test_rate_limited_when_another_job_is_in_flight(worker, valid_job):
 
 
 def test_rate_limited_when_queued_images_pass_the_cap(make_worker, valid_job):
-    small = make_worker(max_queued_images=2)
+    small = make_worker(max_queued_images=2, max_batch=2, max_jobs_in_flight=2)
     image = valid_job[0]["input"]["images"]
-    assert_error(small.handle({"id": "q", "input": {"images": [image] * 3}}), ErrorCode.RATE_LIMITED)
+    with small.admission.admit(1):  # another job's image in flight
+        assert_error(small.handle({"id": "q", "input": {"images": [image] * 2}}), ErrorCode.RATE_LIMITED)
     assert_still_serves(small, valid_job)
+
+
+def test_the_batch_cap_comes_before_admission(worker):
+    # 1,025 images on an idle worker: split the job (BATCH_TOO_LARGE), not "retry shortly".
+    assert_error(worker.handle({"id": "b", "input": {"images": ["x"] * 1025}}), ErrorCode.BATCH_TOO_LARGE, "images")
 
 
 def test_output_too_large(make_worker, valid_job):

@@ -54,10 +54,13 @@ def photos(full: bool) -> dict[str, str]:
 
 def _decoded(encoded: str, channels: int) -> Image.Image:
     """The decode step's output for these bytes, in the model's mode: the reference's input."""
-    from worker.images import decode_image
+    from dataclasses import replace
 
-    array = decode_image(encoded, "image", 10**8, 10**5, 10**9)
-    return Image.fromarray(array).convert("RGB" if channels == 3 else "L")
+    from worker.config import WorkerConfig
+    from worker.decoding import decode_base64, decode_image
+
+    limits = replace(WorkerConfig(), max_image_bytes=10**8, max_image_side=10**5, max_image_pixels=10**9)
+    return decode_image(decode_base64(encoded), channels=channels, limits=limits)
 
 
 def parity_rows(name: str, folder, photos: dict[str, str]) -> list[tuple[str, str, float, bool]]:

@@ -1,0 +1,212 @@
+"""`fastbackend batch`: score a whole dataset on a RunPod endpoint (or the local API).
+
+    dataset -> items not yet in the results file -> jobs under the body limit
+            -> `concurrency` runner threads (send, follow, retry) -> one writer -> results.jsonl
+
+Every image ends in the results file exactly once, as a result or a coded failure; a rerun
+sends only the images not in it. Ctrl-C cancels the jobs in flight (on RunPod) and keeps what
+is written. Exit codes: 0 every image of the results file scored, 1 some recorded failed (or
+the run was aborted), 2 refused before sending, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from fastbackend.batch.plan import NOT_SENT, Item, failure, pack, plan_items
+from fastbackend.batch.results import ResultsFile, write_csv
+from fastbackend.batch.runner import BatchAborted, Counters, JobRunner, RetryPolicy
+from fastbackend.client import ApiClient, Target
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass
+class BatchOptions:
+    dataset: Path
+    out: Path
+    target: Target
+    adapter: str | None = None
+    top_k: int = 1
+    concurrency: int = 4
+    batch_size: int = 16
+    by_reference: bool = False
+    remote_root: str | None = None
+    split: str | None = None
+    retry_failed: bool = False
+    csv: Path | None = None
+    progress: bool = True
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    http_timeout_s: float = 120.0
+
+
+@dataclass
+class BatchSummary:
+    total: int = 0  # images in the dataset
+    skipped: int = 0  # already in the results file
+    to_send: int = 0
+    written_ok: int = 0
+    written_failed: int = 0
+    failed_by_code: collections.Counter = field(default_factory=collections.Counter)
+    retries: collections.Counter = field(default_factory=collections.Counter)
+    jobs_sent: int = 0
+    images_sent: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    aborted: str | None = None
+    repaired_bytes: int = 0
+    lines_in_file: int = 0  # after the run: every image written, by this run or an earlier one
+    failed_in_file: int = 0
+
+    @property
+    def rate(self) -> float:
+        return (self.written_ok + self.written_failed) / self.elapsed_s if self.elapsed_s else 0.0
+
+    def lines(self) -> list[str]:
+        done = self.written_ok + self.written_failed
+        out = [
+            f"{done} of {self.to_send} images written in {self.elapsed_s:.1f} s ({self.rate:.1f} images/s): "
+            f"{self.written_ok} scored, {self.written_failed} failed"
+            + (f" ({_counts(self.failed_by_code)})" if self.failed_by_code else ""),
+            f"sent {self.images_sent} images in {self.jobs_sent} jobs; retries: {sum(self.retries.values())}"
+            + (f" ({_counts(self.retries)})" if self.retries else ""),
+            f"skipped {self.skipped} already in the results file; dataset {self.total} images; "
+            f"results file: {self.lines_in_file} images, {self.failed_in_file} failed"
+            + (" (--retry-failed sends them again)" if self.failed_in_file else ""),
+        ]
+        if self.repaired_bytes:
+            out.append(f"cut {self.repaired_bytes} bytes of an unfinished last line (a killed run)")
+        if self.interrupted:
+            out.append("interrupted: jobs in flight cancelled; run the same command again to finish")
+        if self.aborted:
+            out.append(f"aborted: {self.aborted}")
+        return out
+
+
+def _counts(counter: collections.Counter) -> str:
+    return ", ".join(f"{code} {n}" for code, n in counter.most_common())
+
+
+def run_batch(
+    options: BatchOptions,
+    err: TextIO | None = None,
+    *,
+    client: ApiClient | None = None,
+    on_written: Callable[[int], None] | None = None,
+) -> BatchSummary:
+    """Score the dataset into `options.out`; see the module docstring.
+
+    Raises:
+        DatasetError: the dataset cannot be read (nothing sent).
+        KeyboardInterrupt is handled: the summary says `interrupted`.
+    """
+    from worker.datasets import load_dataset
+
+    err = err or sys.stderr
+    dataset = load_dataset(options.dataset, split=options.split)
+    root = options.dataset if options.dataset.is_dir() else options.dataset.parent
+    results = ResultsFile(options.out)
+    summary = BatchSummary(total=len(dataset.items), repaired_bytes=results.repaired_bytes)
+    if options.retry_failed:
+        print(f"--retry-failed: {results.forget_failures()} failed images will be sent again", file=err)
+    items, summary.skipped = plan_items(
+        ((i.path, i.label) for i in dataset.items),
+        root,
+        results.done,
+        by_reference=options.by_reference,
+        remote_root=options.remote_root,
+    )
+    summary.to_send = len(items)
+    jobs, too_large = pack(items, options.batch_size)
+    client = client or ApiClient(options.target, timeout=options.http_timeout_s)
+    stop = threading.Event()
+    counters = Counters()
+    runner = JobRunner(client, options.retry, stop, adapter=options.adapter, top_k=options.top_k, counters=counters)
+    bar = _progress_bar(options.progress, summary, err)
+    started = time.monotonic()
+
+    def write(records: list[dict[str, Any]]) -> None:
+        written = results.append(records)
+        for row in written:
+            if row["code"]:
+                summary.written_failed += 1
+                summary.failed_by_code[row["code"]] += 1
+            else:
+                summary.written_ok += 1
+        if bar is not None:
+            bar.update(len(written))
+            bar.set_postfix(failed=summary.written_failed, retries=sum(counters.retries.values()), refresh=False)
+        if on_written:
+            on_written(len(written))
+
+    write(
+        [
+            failure(i, NOT_SENT, "over RunPod's body limit alone: send it --by-reference", options.adapter, None, 0)
+            for i in too_large
+        ]
+    )
+    pending = iter(jobs)
+    in_flight: set[Future] = set()
+    pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fastbackend-batch")
+    try:
+        _fill(pool, runner, pending, in_flight, options.concurrency)
+        while in_flight:
+            finished, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                in_flight.discard(future)
+                write(future.result())  # BatchAborted surfaces here
+            _fill(pool, runner, pending, in_flight, options.concurrency)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    except BatchAborted as exc:
+        summary.aborted = str(exc)
+    finally:
+        stop.set()  # runners cancel their jobs in flight and return what they have
+        for future in in_flight:
+            try:
+                write(future.result())
+            except BatchAborted:
+                pass
+        pool.shutdown(wait=True)
+        results.close()
+        summary.lines_in_file, summary.failed_in_file = len(results.done), len(results.failed)
+        if bar is not None:
+            bar.close()
+    summary.elapsed_s = time.monotonic() - started
+    summary.retries, summary.jobs_sent, summary.images_sent = counters.retries, counters.jobs_sent, counters.images_sent
+    if options.csv:
+        print(f"wrote {write_csv(options.out, options.csv)} rows to {options.csv}", file=err)
+    return summary
+
+
+def _fill(pool: ThreadPoolExecutor, runner: JobRunner, pending, in_flight: set[Future], limit: int) -> None:
+    """Keep `limit` jobs running: jobs are built (files read) only when their turn comes."""
+    while len(in_flight) < limit:
+        group: list[Item] | None = next(pending, None)
+        if group is None:
+            return
+        in_flight.add(pool.submit(runner.run, group))
+
+
+def _progress_bar(enabled: bool, summary: BatchSummary, err: TextIO):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=summary.to_send, unit="img", file=err, dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
+
+
+def exit_code(summary: BatchSummary) -> int:
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    if summary.aborted or summary.failed_in_file:
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,203 @@
+"""`fastbackend batch` against the fake RunPod API with injected faults: every image ends in the
+results file exactly once, as a result or as a failure with its code."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import random
+
+import numpy as np
+import pytest
+from fixtures.fake_runpod import API_KEY, ENDPOINT, FakeQueue, Faults, fake_label, serve
+from PIL import Image
+
+from fastbackend.batch.engine import BatchOptions, exit_code, run_batch
+from fastbackend.batch.runner import RetryPolicy
+from fastbackend.cli import main
+from fastbackend.client import ApiClient, Target
+
+N_IMAGES = 60
+FAST = RetryPolicy(max_attempts=5, base_delay_s=0.01, max_delay_s=0.05, job_timeout_s=0.5, poll_interval_s=0.01)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """59 small PNGs in 3 class folders, and one PNG cut short."""
+    root = tmp_path_factory.mktemp("batch") / "data"
+    keys = {}  # the base64 each image is sent as -> its key in the results
+    for i in range(N_IMAGES - 1):
+        label = f"class{i % 3}"
+        (root / label).mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((8, 8), i * 4, dtype=np.uint8)).save(buffer, format="PNG")
+        (root / label / f"{i:03d}.png").write_bytes(buffer.getvalue())
+        keys[base64.b64encode(buffer.getvalue()).decode()] = f"{label}/{i:03d}.png"
+    cut = buffer.getvalue()[:-20]  # a PNG cut short: its header reads, its pixels do not
+    (root / "class0" / "broken.png").write_bytes(cut)
+    keys[base64.b64encode(cut).decode()] = "class0/broken.png"
+    return root, keys
+
+
+def start(faults: Faults):
+    fake = FakeQueue(faults=faults)
+    return fake, serve(fake)
+
+
+def run(fake, dataset_root, out, on_written=None, **overrides):
+    values = {"batch_size": 4, "progress": False, "retry": FAST, **overrides}
+    options = BatchOptions(dataset=dataset_root, out=out, target=Target.endpoint(ENDPOINT, API_KEY, fake.url), **values)
+    client = ApiClient(options.target, timeout=5)
+    return run_batch(options, io.StringIO(), client=client, on_written=on_written)
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_exactly_once(rows, keys):
+    paths = [row["path"] for row in rows]
+    assert len(paths) == len(set(paths)), "a line written twice"
+    assert set(paths) == set(keys.values()), "an image lost"
+
+
+def test_every_fault_ends_with_each_image_exactly_once(dataset, tmp_path):
+    root, keys = dataset
+    faults = Faults(
+        http={2: 500, 5: 429, 9: 503, 21: 502},  # on /run: retried; on /status: polled again
+        drop={14, 30},  # no answer at all
+        failed={3: "RATE_LIMITED: worker busy (4 jobs in flight); retry shortly", 10: "UNKNOWN_ADAPTER: no 'x'"},
+        stuck={6},  # IN_PROGRESS past the job timeout: cancelled on RunPod, sent again
+        lost={8},  # /status 404: the worker was recycled
+    )
+    fake, server = start(faults)
+    try:
+        summary = run(fake, root, tmp_path / "results.jsonl", concurrency=1)
+    finally:
+        server.shutdown()
+    rows = lines(tmp_path / "results.jsonl")
+    print("\n" + "\n".join(summary.lines()))
+    assert_exactly_once(rows, keys)
+    by_code = {}
+    for row in rows:
+        by_code.setdefault(row["code"], []).append(row["path"])
+    assert by_code["IMAGE_DECODE_FAILED"] == ["class0/broken.png"]
+    lost_to_adapter = {keys[image] for image in fake.jobs["job-10"]["input"]["images"]}
+    assert set(by_code["UNKNOWN_ADAPTER"]) == lost_to_adapter and len(lost_to_adapter) >= 1
+    assert set(by_code) == {None, "IMAGE_DECODE_FAILED", "UNKNOWN_ADAPTER"}
+    for row in rows:
+        if row["code"] is None:  # the fake's prediction for exactly the image this line names
+            sent = next(b64 for b64, key in keys.items() if key == row["path"])
+            assert row["label"] == fake_label(sent) and row["job_id"].startswith("job-")
+    assert {"RATE_LIMITED", "JOB_TIMEOUT", "JOB_LOST"} <= set(summary.retries), summary.retries
+    assert "job-6" in fake.cancelled, "a job past its timeout is cancelled on RunPod"
+    assert max(row["attempt"] for row in rows) >= 2
+    assert summary.written_ok + summary.written_failed == N_IMAGES and exit_code(summary) == 1
+    assert summary.failed_by_code == {"UNKNOWN_ADAPTER": len(lost_to_adapter), "IMAGE_DECODE_FAILED": 1}
+
+
+def test_random_faults_with_concurrency_still_write_each_image_once(dataset, tmp_path):
+    root, keys = dataset
+    rng = random.Random(7)
+    faults = Faults(
+        http={n: rng.choice([429, 500, 503]) for n in rng.sample(range(1, 120), 20)},
+        drop=set(rng.sample(range(1, 120), 8)),
+        failed={n: "RATE_LIMITED: busy" for n in rng.sample(range(1, 20), 3)},
+        stuck=set(rng.sample(range(1, 20), 2)),
+        lost=set(rng.sample(range(1, 20), 2)),
+    )
+    fake, server = start(faults)
+    try:
+        summary = run(fake, root, tmp_path / "results.jsonl", concurrency=4)
+    finally:
+        server.shutdown()
+    rows = lines(tmp_path / "results.jsonl")
+    print("\n" + "\n".join(summary.lines()))
+    assert_exactly_once(rows, keys)
+    failed = {row["path"]: row["code"] for row in rows if row["code"]}
+    assert failed.pop("class0/broken.png") == "IMAGE_DECODE_FAILED"
+    assert all(code for code in failed.values())  # anything else that failed says why (attempts ran out)
+    fired = [n for n in (*faults.http, *faults.drop) if n <= fake.requests]
+    assert len(fired) >= 20 and sum(summary.retries.values()) >= 8, (fired, summary.retries)
+
+
+def test_ctrl_c_cancels_jobs_in_flight_and_a_rerun_finishes_exactly_once(dataset, tmp_path):
+    root, keys = dataset
+    fake, server = start(Faults(stuck={3, 4, 5}))
+    out = tmp_path / "results.jsonl"
+
+    pressed = []
+
+    def interrupt_after_first_job(written):  # Ctrl-C, once, after the first job is written
+        if written and not pressed:
+            pressed.append(True)
+            raise KeyboardInterrupt
+
+    try:
+        slow = RetryPolicy(max_attempts=5, base_delay_s=0.01, job_timeout_s=30, poll_interval_s=0.01)
+        summary = run(fake, root, out, concurrency=4, retry=slow, on_written=interrupt_after_first_job)
+        assert summary.interrupted and exit_code(summary) == 130
+        first = lines(out)
+        assert 0 < len(first) < N_IMAGES
+        in_flight = {job_id for job_id, job in fake.jobs.items() if job["n"] in (3, 4, 5)}
+        assert in_flight and in_flight <= set(fake.cancelled), "jobs in flight are cancelled on Ctrl-C"
+        jobs_before = len(fake.jobs)
+        again = run(fake, root, out, concurrency=4)
+    finally:
+        server.shutdown()
+    rows = lines(out)
+    assert_exactly_once(rows, keys)
+    assert rows[: len(first)] == first, "a rerun never rewrites what is there"
+    assert again.skipped == len(first) and again.to_send == N_IMAGES - len(first)
+    resent = {keys[image] for job in list(fake.jobs.values())[jobs_before:] for image in job["input"]["images"]}
+    assert resent == set(keys.values()) - {row["path"] for row in first}, "the rerun sends only the missing"
+
+
+def test_cli_batch_writes_jsonl_and_csv_and_retry_failed_resends_only_failures(dataset, tmp_path, monkeypatch, capsys):
+    root, keys = dataset
+    fake, server = start(Faults())
+    monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
+    monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", fake.url)
+    out, table = tmp_path / "r.jsonl", tmp_path / "r.csv"
+    args = ["batch", str(root), "--endpoint", ENDPOINT, "--out", str(out), "--no-progress", "--top-k", "1"]
+    try:
+        assert main([*args, "--csv", str(table), "--adapter", "inverted"]) == 1  # broken.png failed
+        err = capsys.readouterr().err
+        assert f"{N_IMAGES - 1} scored, 1 failed (IMAGE_DECODE_FAILED 1)" in err and "images/s" in err
+        sent = len(fake.images_sent())
+        assert main(args) == 1 and len(fake.images_sent()) == sent, "nothing left to send"
+        assert main([*args, "--retry-failed"]) == 1
+        assert len(fake.images_sent()) == sent + 1, "only the failed image is sent again"
+    finally:
+        server.shutdown()
+    assert_exactly_once(lines(out), keys)
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == N_IMAGES and {r["adapter"] for r in rows if not r["code"]} == {"inverted"}
+    assert json.loads(rows[0]["top_k"] or "null") is None or isinstance(json.loads(rows[0]["top_k"]), list)
+
+
+def test_bad_arguments_and_datasets_are_refused_before_sending(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
+    assert main(["batch", str(tmp_path / "nope"), "--local", "http://127.0.0.1:9", "--out", "x.jsonl"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["batch", str(tmp_path), "--local", "http://127.0.0.1:9", "--out", "x", "--remote-root", "/v"]) == 2
+    assert "--remote-root needs --by-reference" in capsys.readouterr().err
+
+
+def test_the_documented_batch_commands_parse(root):
+    import shlex
+
+    from fastbackend.cli import build_parser
+
+    readme = (root / "README.md").read_text()
+    section = readme[
+        readme.index("## Scoring a dataset\n") : readme.index("\n## ", readme.index("## Scoring a dataset"))
+    ]
+    lines = [line.split("#")[0].rstrip(" &") for line in section.splitlines() if ".venv/bin/fastbackend " in line]
+    assert sum(" batch " in line for line in lines) >= 4
+    for line in lines:
+        argv = shlex.split(line.replace("<endpoint id>", "abc123"))
+        build_parser().parse_args(argv[argv.index(".venv/bin/fastbackend") + 1 :])

@@ -1,0 +1,81 @@
+"""Per-job and per-worker decode budgets: pixels (from the headers, before decoding) and time.
+
+A job's images are decoded one at a time and each is resized to the model's input at once, so
+memory follows one image per decoding thread. What a job may ask for is still capped, because
+decoding costs CPU time in proportion to pixels: the job's pixels together
+(`max_job_pixels`), the pixels of every job in flight in this worker (`max_worker_pixels`), and
+the wall-clock time spent decoding (`max_decode_ms`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from worker.config import ENV_VARS
+from worker.errors import ErrorCode, WorkerError
+
+
+def check_job_pixels(pixels: int, limit: int) -> None:
+    """Refuse a job whose images, by their headers, hold more than `limit` pixels together."""
+    if pixels > limit:
+        raise WorkerError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"the job's images hold {pixels:,} pixels together, over the {limit:,} pixel budget per job "
+            f"({ENV_VARS['max_job_pixels']}); send fewer or smaller images per job",
+            field="images",
+        )
+
+
+class PixelBudget:
+    """Pixels reserved by the jobs decoding in this worker; over the budget, refuse at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def reserve(self, pixels: int) -> Iterator[None]:
+        """Hold `pixels` for the duration of the block.
+
+        Raises:
+            WorkerError: RATE_LIMITED when the jobs in flight already hold too much (a job on its
+                own always fits: the config refuses a per-worker budget under the per-job one).
+        """
+        with self._lock:
+            if self.in_use + pixels > self.limit:
+                raise WorkerError(
+                    ErrorCode.RATE_LIMITED,
+                    f"worker busy decoding ({self.in_use:,} of {self.limit:,} pixels in flight, this job "
+                    f"needs {pixels:,}); retry shortly",
+                )
+            self.in_use += pixels
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_use -= pixels
+
+    def state(self) -> dict[str, int]:
+        return {"pixels_in_flight": self.in_use, "max_worker_pixels": self.limit}
+
+
+class Deadline:
+    """The wall-clock decode budget of one job, checked after each image."""
+
+    def __init__(self, budget_ms: int) -> None:
+        self.budget_ms = budget_ms
+        self.end = time.perf_counter() + budget_ms / 1000
+
+    def check(self, done: int, total: int) -> None:
+        """Raises WorkerError IMAGE_TOO_LARGE once the budget is spent with images left to decode."""
+        if done < total and time.perf_counter() > self.end:
+            raise WorkerError(
+                ErrorCode.IMAGE_TOO_LARGE,
+                f"decoding took over the {self.budget_ms:,} ms budget per job ({ENV_VARS['max_decode_ms']}) "
+                f"after {done} of {total} images; send fewer or smaller images per job",
+                field="images",
+            )
