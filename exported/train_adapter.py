@@ -18,15 +18,32 @@ from exported.inference import ADAPTER_META_FILE, load_base_model, model_fingerp
 from exported.preprocess import PreprocessConfig, build_eval_transform, build_train_transform, to_pixel_values
 from worker.datasets import Dataset, DatasetItem
 
-# LoRA's default targets per architecture (`config.model_type`): the attention projections and the
-# patch projection (a shift in the pixels, such as inverted or recoloured images, is first seen
-# there), plus the classification head trained in full.
-DEFAULT_TARGET_MODULES = {"vit": ("q_proj", "v_proj", "projection")}
+# LoRA's default targets per architecture (`config.model_type`), the one table README's support
+# table is checked against: the attention projections of transformers, the pointwise (1x1) or
+# plain convolutions of convnets. Never grouped or depthwise convolutions (ConvNeXt's `dwconv`,
+# RegNet's grouped `layer.1`): peft cannot merge them. A string is a regex peft matches against
+# the full module name. ViT also adapts its patch projection: a shift in the pixels (inverted or
+# recoloured images) is first seen there.
+_ATTENTION = ("q_proj", "v_proj")
+_POINTWISE = ("pwconv1", "pwconv2")
+DEFAULT_TARGET_MODULES: dict[str, tuple[str, ...] | str] = {
+    "vit": (*_ATTENTION, "projection"),
+    "deit": _ATTENTION,
+    "beit": _ATTENTION,
+    "swin": _ATTENTION,
+    "convnext": _POINTWISE,
+    "convnextv2": _POINTWISE,
+    "resnet": ("convolution",),
+    "regnet": r".*layer\.(0|2)\.convolution",
+    "dinov2": _ATTENTION,
+    "clip": _ATTENTION,
+}
 DEFAULT_MODULES_TO_SAVE = {"vit": ("classifier",)}
 
 
-def default_target_modules(model_type: str) -> list[str]:
-    """The modules LoRA adapts when `target_modules` is not given, for one architecture.
+def default_target_modules(model_type: str) -> list[str] | str:
+    """The modules LoRA adapts when `target_modules` is not given, for one architecture
+    (a list of module names, or one regex string as peft takes it).
 
     Raises:
         ValueError: no default is known for the architecture (pass `target_modules`).
@@ -36,7 +53,8 @@ def default_target_modules(model_type: str) -> list[str]:
             f"no default LoRA target_modules for model type {model_type!r} "
             f"(known: {sorted(DEFAULT_TARGET_MODULES)}); pass target_modules"
         )
-    return list(DEFAULT_TARGET_MODULES[model_type])
+    targets = DEFAULT_TARGET_MODULES[model_type]
+    return targets if isinstance(targets, str) else list(targets)
 
 
 def pick_device(device: str = "auto") -> str:
@@ -311,7 +329,8 @@ def save_adapter(model: torch.nn.Module, adapter_dir: str | Path, *, base_dir: s
     if adapter_dir.exists():
         shutil.rmtree(adapter_dir)
     saved = model.peft_config[model.active_adapter]
-    saved.target_modules = sorted(saved.target_modules)
+    if not isinstance(saved.target_modules, str):  # peft keeps a set: sorted, so a rebuild is identical
+        saved.target_modules = sorted(saved.target_modules)
     saved.base_model_name_or_path = base_name
     model.save_pretrained(adapter_dir)
     (adapter_dir / "README.md").unlink(missing_ok=True)  # peft's hub model card embeds local paths

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from worker.config import ENV_VARS
 from worker.environment import quiet_environment
 
 
@@ -139,6 +140,19 @@ def cmd_bake(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapters_stamp(args: argparse.Namespace) -> int:
+    from fastbackend.adapters import stamp
+    from worker.errors import WorkerError
+
+    try:
+        meta = stamp(args.dir, args.base_model, task=args.task, description=args.description)
+    except WorkerError as exc:
+        print(f"stamp error: {exc}", file=sys.stderr)
+        return 1
+    print(f"stamped {args.dir}: base_fingerprint {meta['base_fingerprint']} ({args.base_model})")
+    return 0
+
+
 @_pipeline_errors
 def cmd_pipeline_list(args: argparse.Namespace) -> int:
     from fastbackend.pipeline.definitions import load_definitions
@@ -238,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bake.add_argument("--output", required=True, help="an empty or new folder, e.g. /models")
     bake.set_defaults(func=cmd_bake)
+
+    adapters = sub.add_parser("adapters", help="adapters as peft saves them")
+    asub = adapters.add_subparsers(dest="adapters_command", required=True)
+    stamp = asub.add_parser(
+        "stamp",
+        help="verify an adapter against the served base, run it once, write its fastbackend.json",
+        description="Checks what the worker checks (adapter-name rule, peft's base_model_name_or_path, keys and "
+        "shapes, a recorded fingerprint), runs the adapter once, and writes fastbackend.json with the base's "
+        "fingerprint. Exit status: 0 stamped, 1 refused (one line naming the file).",
+    )
+    stamp.add_argument("dir", help="the adapter folder (peft's flat or named layout)")
+    stamp.add_argument(
+        "--base-model",
+        default=os.environ.get(ENV_VARS["base_model"], "models/base"),
+        help="a folder or a cached hub id (default: $FASTBACKEND_BASE_MODEL, else models/base)",
+    )
+    stamp.add_argument("--task", default="", help="kept from an existing fastbackend.json when empty")
+    stamp.add_argument("--description", default="", help="kept from an existing fastbackend.json when empty")
+    stamp.set_defaults(func=cmd_adapters_stamp)
 
     invoke = sub.add_parser(
         "invoke",

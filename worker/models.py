@@ -34,7 +34,7 @@ class SkippedAdapter:
     reason: str
 
 
-def _adapter_folder(path: Path) -> Path | None:
+def adapter_folder(path: Path) -> Path | None:
     """The folder holding the adapter: `path`, or peft's named layout `path/<adapter name>/`."""
     if (path / "adapter_config.json").is_file():
         return path
@@ -42,7 +42,7 @@ def _adapter_folder(path: Path) -> Path | None:
     return nested[0] if len(nested) == 1 else None
 
 
-def _skip_reason(path: Path, folder: Path | None, base_model: str) -> str:
+def skip_reason(path: Path, folder: Path | None, base_model: str) -> str:
     if folder is None:
         return "no adapter_config.json (nor one in a single subfolder, peft's named layout)"
     if not is_adapter_name(path.name):
@@ -73,8 +73,8 @@ def scan_adapter_folders(
     registry, skipped = {}, []
     try:
         for path in sorted(p for p in adapters_dir.iterdir() if p.is_dir()):
-            folder = _adapter_folder(path)
-            reason = _skip_reason(path, folder, base_model)
+            folder = adapter_folder(path)
+            reason = skip_reason(path, folder, base_model)
             if not reason:
                 try:
                     meta = fns.read_adapter_meta(folder)

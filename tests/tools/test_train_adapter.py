@@ -94,5 +94,5 @@ def test_seeded_split_is_stratified_repeatable_and_keeps_a_manifests_own_split(t
 
 def test_target_modules_default_per_architecture():
     assert default_target_modules("vit") == ["q_proj", "v_proj", "projection"]
-    with pytest.raises(ValueError, match="no default LoRA target_modules for model type 'resnet'"):
-        default_target_modules("resnet")
+    with pytest.raises(ValueError, match="no default LoRA target_modules for model type 'efficientnet'"):
+        default_target_modules("efficientnet")

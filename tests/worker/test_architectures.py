@@ -1,11 +1,12 @@
 """The common architectures, served with a LoRA adapter: through RunPod's local API, and merged.
 
-For each architecture (tests/fixtures/architectures.py: a tiny random model, its processor, and the
-default LoRA `target_modules` README documents), a peft LoRA adapter with random weights is saved
-as peft saves it. The worker serves it through `--rp_serve_api`; its logits must equal peft's own
-(the adapter active on the base) within 1e-4, and a worker serving the adapter merged into the base
-(FASTBACKEND_MERGE_ADAPTER) must answer the same within 1e-4. `make test` runs one representative
-(ConvNeXt: LoRA on its pointwise layers, never the depthwise ones); `make test-full` (the `full` marker) runs them all.
+For each architecture (tests/fixtures/architectures.py: a tiny random model and its processor; the
+default LoRA `target_modules` of notebook 03, `default_target_modules`), a peft LoRA adapter with
+random weights is saved as peft saves it. The worker serves it through `--rp_serve_api`; its
+logits must equal peft's own (the adapter active on the base) within 1e-4, and a worker serving
+the adapter merged into the base (FASTBACKEND_MERGE_ADAPTER) must answer the same within 1e-4.
+`make test` runs one representative (ConvNeXt: LoRA on its pointwise layers, never the depthwise
+ones); `make test-full` (the `full` marker) runs them all.
 """
 
 from __future__ import annotations
@@ -39,9 +40,13 @@ def save_lora_adapter(name: str, base_dir, adapter_dir, seed: int = 1) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageClassification
 
+    from exported.train_adapter import default_target_modules
+
     model = AutoModelForImageClassification.from_pretrained(base_dir)
     torch.manual_seed(seed)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=ARCHITECTURES[name].target_modules, init_lora_weights=False)
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=default_target_modules(model.config.model_type), init_lora_weights=False
+    )
     get_peft_model(model, config).save_pretrained(adapter_dir)
 
 
