@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.realsize import predict_rows
+from benchmarks.realsize import PREDICT_COLUMNS, predict_rows
 from benchmarks.report import save, table
 
 SETTINGS = {
@@ -41,18 +41,7 @@ def main() -> None:
     print(
         table(
             f"GPU ({record['device']}), 1 MP JPEG photos, median of {args.repeats}",
-            [
-                "settings",
-                "model",
-                "photos",
-                "batch",
-                "handler ms",
-                "images/s",
-                "forward ms",
-                "naive ms",
-                "handler / forward",
-                "handler / naive",
-            ],
+            ["settings", *PREDICT_COLUMNS],
             rows,
         )
     )

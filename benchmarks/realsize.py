@@ -30,6 +30,19 @@ import numpy as np
 from benchmarks.realdata import MODELS, encoded_photos, model_dir
 from benchmarks.report import median_ms, save, table
 
+# The columns of a predict-job table: here on the CPU, and in benchmarks/gpu.py per GPU setting.
+PREDICT_COLUMNS = [
+    "model",
+    "photos",
+    "batch",
+    "handler ms",
+    "images/s",
+    "forward ms",
+    "naive ms",
+    "handler / forward",
+    "handler / naive",
+]
+
 
 def make_worker(model: str, **settings: Any) -> Any:
     from exported.handler import WORKER as GENERATED  # the notebook functions export wired in
@@ -138,17 +151,7 @@ def main() -> None:
     print(
         table(
             f"Real-size predict jobs (JPEG photos), median of {repeats}",
-            [
-                "model",
-                "photos",
-                "batch",
-                "handler ms",
-                "images/s",
-                "forward ms",
-                "naive ms",
-                "handler / forward",
-                "handler / naive",
-            ],
+            PREDICT_COLUMNS,
             rows,
         )
     )
