@@ -115,6 +115,11 @@ def png_header_only(width: int, height: int) -> bytes:
     return make(width, height)
 
 
+# Held-out inverted digits (a 5 and a 2) that the demo base gets wrong and the inverted adapter
+# right: what the adapter tests and .runpod/tests.json send. The demo build is deterministic.
+ADAPTER_EXAMPLES = (4, 8)
+
+
 def digit(task: str, index: int):
     """(base64 PNG, true label) of a held-out digit of a task."""
     from exported.demo_models import load_digit_task

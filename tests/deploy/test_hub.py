@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import digit
+from conftest import ADAPTER_EXAMPLES, digit
 
 from worker.config import ENV_VARS, ConfigError, WorkerConfig
 
@@ -117,7 +117,7 @@ def test_the_predict_cases_carry_the_digits_they_claim(root, cases):
     by_name = {case["name"]: case["input"] for case in cases["tests"]}
     six = json.loads((root / "test_input.json").read_text())["input"]["images"]
     assert np.array_equal(_pixels(by_name["predict_base_digit"]["images"]), _pixels(six))
-    image, _ = digit("inverted", 7)
+    image, _ = digit("inverted", ADAPTER_EXAMPLES[1])
     assert np.array_equal(_pixels(by_name["predict_inverted_with_adapter"]["images"]), _pixels(image))
 
 
@@ -136,7 +136,10 @@ def test_every_case_completes_through_the_local_api_within_its_timeout(api, case
     """Each case within its timeout; the first one also with the worker's cold start counted,
     as on a freshly scaled-up endpoint."""
     api, startup_s = api
-    expected = {"predict_base_digit": "6", "predict_inverted_with_adapter": str(digit("inverted", 7)[1])}
+    expected = {
+        "predict_base_digit": "6",
+        "predict_inverted_with_adapter": str(digit("inverted", ADAPTER_EXAMPLES[1])[1]),
+    }
     for case in cases["tests"]:
         started = time.perf_counter()
         answer = api.runsync({"input": case["input"]})

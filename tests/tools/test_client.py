@@ -7,7 +7,7 @@ import io
 import json
 
 import pytest
-from conftest import digit
+from conftest import ADAPTER_EXAMPLES, digit
 from fixtures.fake_runpod import API_KEY, ENDPOINT, FakeRunPod, serve
 
 from fastbackend.cli import main
@@ -215,7 +215,7 @@ def test_prediction_table_has_a_row_per_image_and_a_summary():
 @pytest.mark.parametrize("mode", ["--sync", "--async"])
 def test_local_round_trip_through_the_cli(local_api, tmp_path, capsys, mode):
     files, labels = [], []
-    for index in (4, 7):  # held-out digits the adapter gets right (a 5 and a 2)
+    for index in ADAPTER_EXAMPLES:
         image, label = digit("inverted", index)
         path = tmp_path / f"inverted-{index}.png"
         path.write_bytes(base64.b64decode(image))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import digit
+from conftest import ADAPTER_EXAMPLES, digit
 
 from fastbackend.local import run_test_input
 
@@ -25,7 +25,7 @@ def api(local_api):
 
 @pytest.fixture(scope="module")
 def inverted_job():
-    image, label = digit("inverted", 7)
+    image, label = digit("inverted", ADAPTER_EXAMPLES[1])
     return {"input": {"images": image, "adapter": "inverted", "top_k": 3}}, str(label)
 
 
