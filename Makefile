@@ -35,7 +35,7 @@ lint: venv
 test: venv lint
 	$(BIN)/fastbackend export --check
 	$(BIN)/fastbackend check --strict --summary exported/handler.py
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 # The unit layer alone: no model, no subprocess, no network; well under a minute.
 test-fast: venv

@@ -18,6 +18,9 @@ from fixtures.runpod_queue import RunPodQueue
 
 from fastbackend.local import handler_env, stop_process
 
+# A second production-mode worker start: test_production.py covers that mode in make test.
+pytestmark = pytest.mark.full
+
 IMAGES = 24
 DELAY_S = 0.15  # per image fetched: 24 images, 8 at a time, make a job of about half a second
 INTERVAL_MS = 100
