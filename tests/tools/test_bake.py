@@ -70,6 +70,8 @@ def test_an_adapter_folder_missing_its_weights_is_refused(models_dir, tmp_path):
         bake(str(models_dir / "base"), str(adapters), tmp_path, tmp_path / "out")
 
 
+# A third build of the demo models (nbval and the models fixture are the other two): make test-full.
+@pytest.mark.full
 def test_a_clean_clone_bakes_the_embedded_demo_models(root, tmp_path):
     """What `docker build` does from a fresh clone (no models/ in the context)."""
     context = tmp_path / "clone"
