@@ -128,7 +128,7 @@ def test_truncated_image_fails_at_decode_naming_the_file(folder):
     whole = (folder / "dog" / "0.png").read_bytes()
     (folder / "dog" / "0.png").write_bytes(whole[: len(whole) // 2])
     data = load_dataset(folder)  # the header is intact
-    with pytest.raises(DatasetError, match=r"dog/0.png: corrupt or truncated png"):
+    with pytest.raises(DatasetError, match=r"dog/0.png: corrupt or truncated PNG"):
         data.read_images()
 
 
@@ -200,5 +200,5 @@ def test_split_with_no_items_names_the_splits_present(tmp_path):
 def test_image_over_the_decode_limits(folder):
     _png(folder / "cat" / "big.png", size=(40, 30))
     data = load_dataset(folder)
-    with pytest.raises(DatasetError, match=r"cat/big.png: 40x30 png is over the caps"):
+    with pytest.raises(DatasetError, match=r"cat/big.png: 40x30 PNG is over the caps"):
         data.read_images(max_image_side=32)
