@@ -77,7 +77,10 @@ def test_log_lines_are_json_and_carry_no_image_data(inverted_job, inverted_test_
     lines = [line for line in local.log.splitlines() if '"logger":"fastbackend"' in line]
     ours = [json.loads(line) for line in lines]
     events = [entry["event"] for entry in ours]
-    assert events[0] == "setup.done" and "job.done" in events
+    # setup logs each adapter folder it found or skipped, then setup.done, then the job
+    assert "setup.done" in events and "job.done" in events
+    assert events.index("setup.done") < events.index("job.done")
+    assert all(e.startswith("adapter") for e in events[: events.index("setup.done")]), events
     done = next(e for e in ours if e["event"] == "job.done")
     assert {"time", "level", "job_id", "op", "duration_ms", "rss_mb", "code"} <= set(done)
     assert not any(job["input"]["images"][:32] in line for line in lines)
