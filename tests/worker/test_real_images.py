@@ -81,8 +81,8 @@ def test_health_reports_the_decode_budgets(worker):
     health = worker.handle({"id": "h", "input": {"op": "health"}})
     limits = health["limits"]
     for key in ("max_jpeg_scans", "max_job_pixels", "max_worker_pixels", "max_decode_ms"):
-        assert limits[key] == getattr(worker.state.config, key)
-    assert health["decoding"] == {"pixels_in_flight": 0, "max_worker_pixels": worker.state.config.max_worker_pixels}
+        assert limits[key] == getattr(worker.config, key)
+    assert health["decoding"] == {"pixels_in_flight": 0, "max_worker_pixels": worker.config.max_worker_pixels}
 
 
 def test_a_job_over_the_workers_pixels_in_flight_is_rate_limited(make_worker, digits):
@@ -90,7 +90,7 @@ def test_a_job_over_the_workers_pixels_in_flight_is_rate_limited(make_worker, di
     images, _ = digits
     png = gen.encode(Image.fromarray(images[0]), "PNG")
     pixels = images[0].shape[0] * images[0].shape[1]
-    with small.state.pixel_budget.reserve(1000 - pixels + 1):  # another job decoding
+    with small.pixel_budget.reserve(1000 - pixels + 1):  # another job decoding
         answer = small.handle({"id": "r", "input": {"images": b64(png)}})
     assert answer["code"] == "RATE_LIMITED"
     over = small.handle({"id": "o", "input": {"images": [b64(png)] * (1000 // pixels + 1)}})
