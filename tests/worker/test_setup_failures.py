@@ -39,9 +39,14 @@ def test_preloaded_adapter_for_another_base(root, models_dir, tmp_path):
     adapters = shutil.copytree(models_dir / "adapters", tmp_path / "adapters")
     meta = adapters / "rot90" / "fastbackend.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "base_fingerprint": "feedfacefeedface"}))
-    done = start_worker(
-        root, {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(adapters)}
-    )
+    # Named in FASTBACKEND_PRELOAD_ADAPTERS, it stops setup (with `*` it would be refused and listed).
+    base, preload = str(models_dir / "base"), "rot90"
+    env = {
+        "FASTBACKEND_BASE_MODEL": base,
+        "FASTBACKEND_ADAPTERS_DIR": str(adapters),
+        "FASTBACKEND_PRELOAD_ADAPTERS": preload,
+    }
+    done = start_worker(root, env)
     assert (
         done.returncode == 1 and "ADAPTER_INCOMPATIBLE" in failure_line(done) and "another base" in failure_line(done)
     )
@@ -51,10 +56,16 @@ def test_unreadable_adapters_folder(root, models_dir, tmp_path):
     # A file where the folder should be: unreadable as a folder even for root (which ignores chmod).
     adapters = tmp_path / "adapters"
     adapters.write_text("not a folder")
-    done = start_worker(
-        root, {"FASTBACKEND_BASE_MODEL": str(models_dir / "base"), "FASTBACKEND_ADAPTERS_DIR": str(adapters)}
-    )
-    assert done.returncode == 1 and f"{adapters}: unreadable" in failure_line(done)
+    # Adapters asked for by name: an error (with the default `*` it is one warning line).
+    base = str(models_dir / "base")
+    env = {
+        "FASTBACKEND_BASE_MODEL": base,
+        "FASTBACKEND_ADAPTERS_DIR": str(adapters),
+        "FASTBACKEND_PRELOAD_ADAPTERS": "inverted",
+    }
+    done = start_worker(root, env)
+    assert done.returncode == 1 and "UNKNOWN_ADAPTER" in failure_line(done) and "'inverted'" in failure_line(done)
+    assert str(adapters) in done.log  # the warning line names the folder that is not one
 
 
 def test_invalid_config_names_the_variable(root, models_dir):
