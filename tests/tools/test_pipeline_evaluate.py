@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fastbackend.notebooks import execute
 from fastbackend.pipeline.runner import run_pipeline
 
 
+# The whole evaluate pipeline (~1 min): make test-full; test_pipeline.py and nbval of 02 run in make test.
+@pytest.mark.full
 def test_evaluate_records_the_accuracy_the_inference_notebook_shows(root, models_dir, tmp_path):
     models = {"model_dir": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters")}
     shown = execute(

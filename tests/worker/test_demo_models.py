@@ -59,6 +59,8 @@ def _digests(folder: Path) -> dict[str, str]:
     }
 
 
+# Two extra demo builds: make test-full (the training loop's resume test is bit-identical in make test).
+@pytest.mark.full
 def test_two_builds_with_the_same_seed_are_bit_identical(root, tmp_path):
     from fastbackend.notebooks import execute
 
