@@ -127,5 +127,5 @@ def test_the_worker_still_answers_a_valid_job_correctly_after_fuzzing(fuzzed):
     answer = fuzzed.handle({"id": "after", "input": {"images": image}})
     assert answer["predictions"][0]["label"] == str(label)
     metrics = fuzzed.handle({"id": "m", "input": {"op": "metrics"}})
-    assert metrics["jobs_total"] >= int(10_000 * SCALE)
+    assert metrics["jobs_total"] >= int(4_000 * SCALE)  # the three fuzz tests above: 2,000 + 2,500 + 400
     assert set(metrics["errors"]) <= CODES and "INTERNAL" not in metrics["errors"]
