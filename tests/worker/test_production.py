@@ -146,6 +146,9 @@ def test_out_of_memory_is_posted_with_stop_pod(production):
     assert queue.wait_done([after], 30) and queue.results[after][0].body["output"]["status"] == "success"
 
 
+# Timing-dependent (a stop must land while the job waits in its batch): passed in one clean-clone run,
+# failed in the next. make test-full until the race is taken out of the test.
+@pytest.mark.full
 def test_a_stopped_job_is_dropped_from_its_micro_batch(production):
     queue, _, _ = production
     slow = queue.add({"images": [big_gradient()] * 3, "adapter": "inverted"})  # decodes for a while
