@@ -291,8 +291,14 @@ def to_model_mode(image: Image.Image | np.ndarray, num_channels: int) -> Image.I
     return image if image.mode == mode else image.convert(mode)
 
 
-def _resize_target(height: int, width: int, config: PreprocessConfig) -> tuple[int, int]:
-    """(height, width) after the resize step, by transformers' rules for the config's resize mode."""
+def resize_target(height: int, width: int, config: PreprocessConfig) -> tuple[int, int]:
+    """(height, width) after the resize step, by transformers' rules for the config's resize mode.
+
+    The worker's fast decode (FASTBACKEND_FAST_DECODE) reads it too: it never reduces an image below
+    twice this size, so no resize means no reduction.
+    """
+    if config.resize == "none":
+        return height, width
     if config.resize == "exact":
         return config.resize_size
     edge, longest = config.resize_size
@@ -347,7 +353,7 @@ def preprocess_image(image: Image.Image | np.ndarray, config: PreprocessConfig) 
     """One 8-bit image to the model's float32 CxHxW pixels, step for step as its image processor."""
     image = to_model_mode(image, config.num_channels)
     if config.resize != "none":
-        height, width = _resize_target(image.height, image.width, config)
+        height, width = resize_target(image.height, image.width, config)
         image = image.resize((width, height), resample=config.resample)
     array = np.asarray(image)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
@@ -407,6 +413,7 @@ __all__ = [
     'build_preprocess_config',
     'read_preprocess_config',
     'to_model_mode',
+    'resize_target',
     'preprocess_image',
     'Transform',
     'build_eval_transform',

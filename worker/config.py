@@ -85,6 +85,9 @@ class WorkerConfig:
     channels_last: str = "auto"  # auto = CNNs on CUDA; on / off force it
     compile: bool = False  # torch.compile the model at startup (longer start, faster forward)
     decode_threads: int = 0  # threads decoding a job's images in parallel; 0 = one per CPU
+    # on: decode reduced (JPEG DCT scaling, Image.reduce) to >= 2x the resize's target; pixels then
+    # differ slightly from the model's processor (measured in README), so off unless chosen.
+    fast_decode: str = "off"
 
     def __post_init__(self) -> None:
         positive = (
@@ -137,6 +140,8 @@ class WorkerConfig:
             raise ConfigError(f"autocast must be off, float16 or bfloat16, got {self.autocast!r}")
         if self.channels_last not in ("auto", "on", "off"):
             raise ConfigError(f"channels_last must be auto, on or off, got {self.channels_last!r}")
+        if self.fast_decode not in ("off", "on"):
+            raise ConfigError(f"fast_decode must be off or on, got {self.fast_decode!r}")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         self._check_url_rules()

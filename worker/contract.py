@@ -19,6 +19,7 @@ class NotebookFunctions:
     read_preprocess_config: Callable[[str], Any]
     build_eval_transform: Callable[[Any], Any]
     to_pixel_values: Callable[[list, Any, Any], Any]
+    resize_target: Callable[[int, int, Any], tuple[int, int]]  # (h, w) the resize makes; fast decode's floor
     # loading and inference (notebooks/02_inference.ipynb)
     load_base_model: Callable[..., Any]
     model_fingerprint: Callable[[str], str]

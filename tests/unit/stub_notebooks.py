@@ -23,6 +23,7 @@ def stub_functions() -> NotebookFunctions:
         read_preprocess_config=lambda base: SimpleNamespace(num_channels=3, height=4, width=4),
         build_eval_transform=lambda config: None,
         to_pixel_values=lambda images, transform, config: np.zeros((len(images), 3, 4, 4), np.float32),
+        resize_target=lambda height, width, config: (4, 4),
         load_base_model=lambda base, device, dtype: {"adapters": []},
         model_fingerprint=lambda base: "",
         read_adapter_meta=lambda path: {"task": "stub"},

@@ -13,7 +13,7 @@ from PIL import Image
 from transformers.image_transforms import convert_to_rgb
 
 from worker.config import WorkerConfig
-from worker.decoding import decode_base64, decode_image, jpeg_scans, read_header
+from worker.decoding import Reduction, decode_base64, decode_image, jpeg_scans, read_header
 from worker.errors import ErrorCode, WorkerError
 
 LIMITS = WorkerConfig()
@@ -157,3 +157,37 @@ def test_strict_where_base64_is_not(text):
     with pytest.raises(WorkerError) as caught:
         decode_base64(text)
     assert caught.value.code is ErrorCode.IMAGE_DECODE_FAILED
+
+
+# -- fast decode (FASTBACKEND_FAST_DECODE=on): reduced, then resized to what the model's resize makes
+SMOOTH = np.asarray(Image.fromarray(RGB).resize((1200, 900), Image.Resampling.BICUBIC))  # a photo-like gradient
+
+
+def fixed_target(width: int, height: int) -> Reduction:
+    return Reduction(lambda w, h: (width, height), Image.Resampling.BILINEAR)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])  # JPEG: DCT scaling (draft); PNG: Image.reduce
+def test_fast_decode_reduces_then_resizes_to_the_target_close_to_the_exact_path(fmt):
+    data = gen.encode(Image.fromarray(SMOOTH), fmt)
+    fast = decode_image(data, channels=3, limits=LIMITS, reduction=fixed_target(100, 60))
+    exact = decode_image(data, channels=3, limits=LIMITS).resize((100, 60), Image.Resampling.BILINEAR)
+    assert fast.size == (100, 60)
+    assert np.abs(np.asarray(fast, np.int16) - np.asarray(exact, np.int16)).max() <= 8
+
+
+def test_fast_decode_reads_the_target_of_an_exif_turned_photo_upright():
+    # Upright 300 wide x 1200 high (stored 1200x300, EXIF 6); the model wants 100x25 of it. The upright
+    # width allows no reduction (300 < 2 x 2 x 100): the exact pixels come out. Read in the stored
+    # orientation, the same target would allow DCT scale 1/4 (1200 / 200, 300 / 50).
+    upright = Image.fromarray(SMOOTH).crop((0, 0, 1200, 300)).transpose(Image.Transpose.ROTATE_90)
+    data = gen.exif_rotated(upright, "JPEG", 6)
+    fast = decode_image(data, channels=3, limits=LIMITS, reduction=fixed_target(100, 25))
+    assert fast.size == (300, 1200) and np.array_equal(np.asarray(fast), decode(data))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_fast_decode_leaves_images_under_twice_the_target_alone(fmt):
+    data = gen.encode(Image.fromarray(GRAY), fmt)  # 40x24, a model input of 16x16: nothing to reduce
+    fast = decode_image(data, channels=1, limits=LIMITS, reduction=fixed_target(16, 16))
+    assert np.array_equal(np.asarray(fast), decode(data, channels=1))

@@ -74,10 +74,18 @@ def test_background_import_hands_back_its_timings_and_its_failure():
         BackgroundImport("no_such_module_fastbackend").wait()
 
 
-@pytest.mark.parametrize("field, value", [("autocast", "fp8"), ("channels_last", "yes"), ("decode_threads", -1)])
+@pytest.mark.parametrize(
+    "field, value", [("autocast", "fp8"), ("channels_last", "yes"), ("decode_threads", -1), ("fast_decode", "yes")]
+)
 def test_gpu_settings_refuse_values_they_do_not_know(field, value):
     with pytest.raises(ConfigError, match=field):
         WorkerConfig(**{field: value})
+
+
+def test_fast_decode_setting_is_refused_in_one_line_naming_it():
+    with pytest.raises(ConfigError) as caught:
+        WorkerConfig.from_env({"FASTBACKEND_FAST_DECODE": "fast"})
+    assert "fast_decode must be off or on, got 'fast'" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_gpu_settings_off_on_cpu_leave_the_forward_alone():

@@ -11,41 +11,16 @@ model's top-1 on the reference pixels. `make test` runs a few architectures on a
 
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
 import pytest
 from fixtures.architectures import ARCHITECTURES, build
+from fixtures.photos import jpeg_b64 as _jpeg_b64
+from fixtures.photos import variants as _photos
 from PIL import Image
 
 TOLERANCE = 1e-3
 QUICK_ARCHITECTURES = ["vit", "convnext", "dinov2"]  # height/width; crop_pct; shortest_edge + crop
 QUICK_IMAGES = ["china", "flower-portrait", "china-gray", "flower-wide", "china-small"]
-
-
-def _photos(full: bool) -> dict[str, Image.Image]:
-    from sklearn.datasets import load_sample_images
-
-    china, flower = (Image.fromarray(a) for a in load_sample_images().images)
-    variants = {
-        "china": china,
-        "flower": flower,
-        "flower-portrait": flower.transpose(Image.Transpose.ROTATE_90),
-        "china-gray": china.convert("L"),
-        "flower-wide": flower.crop((0, 150, 640, 250)),  # 640x100
-        "china-small": china.resize((96, 64), Image.Resampling.BICUBIC),
-    }
-    if full:
-        variants["china-12mp"] = china.resize((4000, 3000), Image.Resampling.BICUBIC)
-        variants["flower-12mp-portrait"] = flower.resize((3000, 4000), Image.Resampling.BICUBIC)
-    return variants
-
-
-def _jpeg_b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def photos(full: bool) -> dict[str, str]:
