@@ -6,7 +6,7 @@ import ast
 import re
 from collections.abc import Iterator
 
-from fastbackend.check import rules as R
+from fastbackend.check import checklist as R
 from fastbackend.check.analysis import Analysis
 from fastbackend.check.flow import Step
 from fastbackend.check.resolve import Ctx, Func
