@@ -93,6 +93,12 @@ def decode_base64(text: str) -> bytes:
         WorkerError: IMAGE_DECODE_FAILED, the text is not base64.
     """
     text = _DATA_URL.sub("", text, count=1)
+    # What clients send, plain padded base64, decoded in C first: the lenient steps below scan the
+    # text with a regular expression (~60 ms for a 12 MP photo's 2.6 MB).
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        pass  # the same bytes as below for every text this accepts; the rest goes the lenient way
     if _WHITESPACE.search(text):
         text = _WHITESPACE.sub("", text)
     text = text.translate(_URL_SAFE)
@@ -319,12 +325,14 @@ def decode_image(
             orientation = _orientation(image)
             if image.mode in ("I", "F") or image.mode.startswith("I;16"):
                 image = _scaled_to_8_bits(image)
+            # Leaving `with` only drops the file object, not the pixels, so an image already in the
+            # wanted mode is returned as it is: a copy of a 12 MP photo costs as much as half its decode.
             if channels == 1 and image.mode == "L" and not _has_alpha(image):
-                result = image.copy()
+                result = image
             elif _has_alpha(image):
                 result = _composite_on_white(image)
             else:
-                result = image.convert("RGB")
+                result = image if image.mode == "RGB" else image.convert("RGB")
     except WorkerError:
         raise
     except MemoryError:
