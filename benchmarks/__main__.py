@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from benchmarks.report import machine
@@ -39,6 +40,7 @@ def main() -> int:
     tables = []
     for name, (full, quick) in BENCHMARKS.items():
         print(f"== benchmarks.{name}", flush=True)
+        start = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", f"benchmarks.{name}", *(quick if args.quick else full)],
             cwd=ROOT,
@@ -49,7 +51,7 @@ def main() -> int:
             print(done.stdout + done.stderr, file=sys.stderr)
             return done.returncode
         text = "\n".join(line for line in done.stdout.splitlines() if not line.startswith("saved "))
-        print(text + "\n", flush=True)
+        print(f"{text}\n({time.perf_counter() - start:.0f} s)\n", flush=True)  # to size the repeats to the machine
         tables.append(text)
     if not args.quick:
         readme = ROOT / "README.md"
