@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import importlib
 import io
 import os
+import sys
 import time
 
 from benchmarks.report import median_ms, save, table
@@ -36,9 +38,12 @@ def main() -> None:
     os.environ["PLAIN_MODEL"] = f"{args.models}/base"
     os.environ["PLAIN_ADAPTER"] = f"{args.models}/adapters/inverted"
     plain = importlib.import_module("benchmarks.plain_handler")
-    worker = Worker(GENERATED.functions).setup(
-        WorkerConfig(base_model=f"{args.models}/base", adapters_dir=f"{args.models}/adapters")
-    )
+    # The worker logs each job at its default level, as when served; set up with stdout pointed at
+    # stderr, its log handler writes there, and stdout holds only the table (make bench reads it).
+    with contextlib.redirect_stdout(sys.stderr):
+        worker = Worker(GENERATED.functions).setup(
+            WorkerConfig(base_model=f"{args.models}/base", adapters_dir=f"{args.models}/adapters")
+        )
     images, _ = load_digit_task("inverted", "test")
     buffer = io.BytesIO()
     Image.fromarray(images[0]).save(buffer, format="PNG")

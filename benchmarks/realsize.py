@@ -82,33 +82,44 @@ def timed(fn: Any, *args: Any) -> float:
     return elapsed
 
 
-def predict_rows(model: str, megapixels: int, batches: list[int], repeats: int, **settings: Any) -> tuple[list, dict]:
+def predict_rows(
+    model: str,
+    megapixels: int,
+    batches: list[int],
+    repeats: int,
+    variants: dict[str, dict[str, Any]] | None = None,
+    **settings: Any,
+) -> tuple[list, dict]:
+    """Handler vs forward-only vs naive per batch; `variants` (label: settings) share the two baselines."""
     from transformers import AutoImageProcessor
 
-    worker = make_worker(model, **settings)
-    host = worker.host
+    variants = variants or {"": {}}
+    workers = {label: make_worker(model, **settings, **extra) for label, extra in variants.items()}
+    host = next(iter(workers.values())).host
     processor = AutoImageProcessor.from_pretrained(model_dir(model), backend="pil")
     rows, record = [], {}
     for batch in batches:
         encoded = encoded_photos(megapixels, batch)
         job = {"id": "bench", "input": {"images": encoded}}
         pixels = naive_pixels(processor, encoded)
-        samples: dict[str, list[float]] = {"handler": [], "forward": [], "naive": []}
+        samples: dict[str, list[float]] = {"forward": [], "naive": [], **{label: [] for label in workers}}
         for _ in range(repeats):
-            samples["handler"].append(timed(worker.handle, job))
+            for label, worker in workers.items():
+                samples[label].append(timed(worker.handle, job))
             samples["forward"].append(timed(host.forward, pixels, None))
             samples["naive"].append(timed(lambda e: host.forward(naive_pixels(processor, e), None), encoded))
-        h, f, n = (median_ms(samples[k]) for k in ("handler", "forward", "naive"))
-        rows.append(
-            (model, f"{megapixels} MP", batch, h, round(batch / h * 1000, 1), f, n, f"{h / f:.2f}x", f"{h / n:.2f}x")
-        )
-        record[f"{model}/{megapixels}mp/batch_{batch}"] = {
-            "handler_ms": h,
-            "forward_ms": f,
-            "naive_ms": n,
-            "handler_over_forward": round(h / f, 3),
-            "handler_over_naive": round(h / n, 3),
-        }
+        f, n = median_ms(samples["forward"]), median_ms(samples["naive"])
+        for label in workers:
+            h = median_ms(samples[label])
+            photos = f"{megapixels} MP" + (f", {label}" if label else "")
+            rows.append((model, photos, batch, h, round(batch / h * 1000, 1), f, n, f"{h / f:.2f}x", f"{h / n:.2f}x"))
+            record[f"{model}/{megapixels}mp/batch_{batch}" + (f"/{label}" if label else "")] = {
+                "handler_ms": h,
+                "forward_ms": f,
+                "naive_ms": n,
+                "handler_over_forward": round(h / f, 3),
+                "handler_over_naive": round(h / n, 3),
+            }
     return rows, record
 
 
@@ -175,10 +186,10 @@ def main() -> None:
         r, rec = predict_rows(model, 1, batches, repeats)
         rows += r
         record.update(rec)
-    for decode, settings in (("exact", {}), ("fast", {"fast_decode": "on"})):
-        r, rec = predict_rows("vit-base", 12, batches[-1:], repeats, **settings)
-        rows += [(m, f"{photos}, {decode} decode", *rest) for m, photos, *rest in r]
-        record.update({f"{k}/{decode}": v for k, v in rec.items()})
+    decodes = {"exact decode": {}, "fast decode": {"fast_decode": "on"}}  # one forward and one naive for both
+    r, rec = predict_rows("vit-base", 12, batches[-1:], repeats, decodes)
+    rows += r
+    record.update(rec)
     decode, rec = decode_rows("vit-base", [1, 3, 12], count, repeats)
     record.update(rec)
     print(
