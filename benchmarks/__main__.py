@@ -24,7 +24,7 @@ BENCHMARKS = {  # module: (full arguments, --quick arguments)
     "preprocess": (["--repeats", "50"], ["--repeats", "10"]),
     "batching": (["--rounds", "20"], ["--rounds", "5"]),
     "cold_start": (["--runs", "5", "--vit-runs", "3"], ["--runs", "1", "--vit-runs", "1"]),
-    "realsize": (["--repeats", "3"], ["--quick"]),
+    "realsize": (["--repeats", "2"], ["--quick"]),  # one repeat is ~7 min of a busy 2-core machine
     "embedded": (["--repeats", "300"], ["--repeats", "30"]),
     "gpu": (["--repeats", "5"], ["--repeats", "1"]),
     "tooling": (["--repeats", "10"], ["--repeats", "3"]),
