@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -172,6 +173,7 @@ def read_image(path: str | os.PathLike[str], **limits: int) -> np.ndarray:
 
     path = Path(path)
     try:
+        _require_regular(path)
         data = path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"{path}: unreadable ({exc.strerror or exc})") from None
@@ -280,14 +282,30 @@ def _read_manifest(manifest: Path, allow_outside: bool) -> list[DatasetItem]:
     return items
 
 
+def _require_regular(path: Path) -> None:
+    """Refuse what is not a regular file before opening it: opening a FIFO (or a device) would
+    block until a writer appears, and a directory is no image.
+
+    Raises:
+        DatasetError: not a regular file; OSError from stat (a broken symlink, no permission).
+    """
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+        raise DatasetError(f"{path}: unreadable (not a regular file: {kind})")
+
+
 def _check_file(path: Path) -> None:
     """Readable, and starting like an image (the full decode comes with ``read_image``)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
+        _require_regular(path)
         with path.open("rb") as f:
             with Image.open(f) as image:
                 image.size  # noqa: B018 - the header parsed
+    except DatasetError:
+        raise
     except UnidentifiedImageError:
         raise DatasetError(f"{path}: not an image (no format the decoder knows)") from None
     except OSError as exc:
