@@ -46,7 +46,7 @@ class FieldRow:
     field: str
     value: str
     source: str  # "file", or "default" (the processor class's own value)
-    honoured: bool
+    honoured: bool | None  # None: not checked, the processor itself is refused
     note: str = ""
 
 
@@ -70,7 +70,7 @@ class Diagnosis:
     def ok(self) -> bool:
         return (
             all(c.ok for c in self.checks)
-            and all(f.honoured for f in self.fields)
+            and all(f.honoured is not False for f in self.fields)
             and all(a.served for a in self.adapters)
         )
 
@@ -165,8 +165,11 @@ def processor_fields(base_dir: Path) -> list[FieldRow]:
         if name in refused:
             rows.append(FieldRow(name, _short(value), "file", False, refused[name]))
             continue
+        if resolved is None:
+            rows.append(FieldRow(name, _short(value), "file", None, "not checked: the processor is refused"))
+            continue
         note = ""
-        if resolved is not None and name not in _TYPE_KEYS and not _is_read(name, trial, model_config, resolved):
+        if name not in _TYPE_KEYS and not _is_read(name, trial, model_config, resolved):
             note = "no effect: this processor does not use it here"
         rows.append(FieldRow(name, _short(value), "file", True, note))
     if resolved is not None:
@@ -302,7 +305,8 @@ def render(report: Diagnosis) -> str:
         table([("check", "value", "verdict"), *checks]),
     ]
     if report.fields:
-        rows = [(f.field, f.value, f.source, "yes" if f.honoured else "NO", f.note) for f in report.fields]
+        honoured = {True: "yes", False: "NO", None: "-"}
+        rows = [(f.field, f.value, f.source, honoured[f.honoured], f.note) for f in report.fields]
         parts.append(table([("processor field", "value", "from", "honoured", "note"), *rows]))
     if report.adapters:
         rows = [(a.name, "served" if a.served else "REFUSED", a.reason, a.path) for a in report.adapters]

@@ -90,3 +90,13 @@ def test_nothing_to_examine_is_one_line(tmp_path, capsys):
     ):
         code, out, err = doctor(capsys, *args)
         assert code == 1 and out == "" and err.count("\n") == 1 and words in err, err
+
+
+def test_an_unknown_processor_type_leaves_its_fields_unchecked(models_dir, tmp_path, capsys):
+    base = shutil.copytree(models_dir / "base", tmp_path / "base")
+    processor = base / "preprocessor_config.json"
+    processor.write_text(json.dumps({**json.loads(processor.read_text()), "image_processor_type": "SuperProcessor"}))
+    code, out, _ = doctor(capsys, str(base), "none", "--json")
+    fields = {row["field"]: row["honoured"] for row in json.loads(out)["fields"]}
+    assert code == 1 and fields.pop("image_processor_type") is False
+    assert set(fields.values()) == {None}
