@@ -151,6 +151,8 @@ class HandlerCommand:
 class TestInputRun:
     """What `--test_input` did: exit code (None: killed at the time limit), time, log, job result."""
 
+    __test__ = False  # a result type whose name starts with Test: not a pytest test class
+
     returncode: int | None
     seconds: float
     log: str

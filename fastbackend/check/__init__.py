@@ -10,8 +10,9 @@ handler, `checks_*` hold the static rules (`static` runs them), `dynamic` runs t
 
 from __future__ import annotations
 
+from fastbackend.check.checklist import Area, Severity
 from fastbackend.check.command import CheckOptions, review, run_command
 from fastbackend.check.model import CheckError, Finding, Report
-from fastbackend.check.rules import RULES, Area, Severity
+from fastbackend.check.rules import RULES
 
 __all__ = ["CheckError", "CheckOptions", "Finding", "Report", "RULES", "Area", "Severity", "review", "run_command"]

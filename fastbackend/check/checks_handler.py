@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import re
 
-from fastbackend.check import rules as R
+from fastbackend.check import checklist as R
 from fastbackend.check.analysis import Analysis
 from fastbackend.check.flow import (
     Leaf,

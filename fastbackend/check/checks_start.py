@@ -6,7 +6,7 @@ import ast
 import json
 from pathlib import Path
 
-from fastbackend.check import rules as R
+from fastbackend.check import checklist as R
 from fastbackend.check.analysis import Analysis
 from fastbackend.check.resolve import External
 from fastbackend.check.source import display_path, resolve_from

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from fastbackend.check.analysis import suppressed
+from fastbackend.check.checklist import Severity
 from fastbackend.check.checks_start import find_test_input, load_test_job, test_input_candidates
 from fastbackend.check.model import CheckError, Report
 from fastbackend.check.render import render_json, render_markdown
-from fastbackend.check.rules import Severity
 from fastbackend.check.scoring import checklist, overall, score_areas, verdict
 from fastbackend.check.source import display_path, load_project
 from fastbackend.check.static import analyse

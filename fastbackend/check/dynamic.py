@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastbackend.check import rules as R
+from fastbackend.check import checklist as R
 from fastbackend.check.answers import Answer, post, sdk_traceback
 from fastbackend.check.model import Finding, Probe
 from fastbackend.local import HandlerCommand, LocalServer, run_test_input

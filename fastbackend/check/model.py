@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastbackend.check.rules import Area, Rule, Severity, rule
+from fastbackend.check.checklist import Area, Rule, Severity
+from fastbackend.check.rules import rule
 
 
 class CheckError(Exception):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fastbackend.check.checklist import DYNAMIC_CHECKLIST, Severity
 from fastbackend.check.model import Finding, Report, format_score
-from fastbackend.check.rules import DYNAMIC_CHECKLIST, RULES, Severity
+from fastbackend.check.rules import RULES
 from fastbackend.check.scoring import AREA_SCORE, evidence_for
 
 SCHEMA_VERSION = 1

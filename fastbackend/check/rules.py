@@ -1,82 +1,33 @@
 """The catalogue: every finding `fastbackend check` can report, with its severity, area and fix.
 
-Areas are the rows of the original review's summary table; checklist items are the lines of
-its pre-deployment checklist. A rule id is stable: suppressions and CI scripts match on it.
+A rule id is stable: suppressions and CI scripts match on it.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-
-
-class Severity(str, enum.Enum):
-    """How bad a failed item is: critical blocks deployment, high and low are warnings."""
-
-    CRITICAL = "critical"
-    HIGH = "high"
-    LOW = "low"
-
-
-class Area(str, enum.Enum):
-    """The review's summary-table rows, in its order."""
-
-    HANDLER_STRUCTURE = "Handler Structure"
-    IO_FORMAT = "Input/Output Format"
-    ERROR_HANDLING = "Error Handling"
-    SERVERLESS_START = "Serverless Start"
-    LOCAL_TESTING = "Local Testing"
-    PAYLOAD_LIMITS = "Payload Limits"
-    PERFORMANCE = "Performance"
-
-
-# Checklist items, in the order the review listed them (the last five need --run).
-SIGNATURE = "Handler signature"
-INPUT = "Input extraction"
-RETURN_FORMAT = "Return format"
-ERRORS = "Error handling"
-START_CALLED = "`runpod.serverless.start` called"
-IMPORT_RUNPOD = "`import runpod`"
-MAIN_GUARD = "Main guard"
-NO_SOURCE_ERRORS = "No syntax or import errors"
-SETUP_TIMING = "Setup timing"
-NO_INSTALLS = "No run-time installs"
-PAYLOAD_VALIDATION = "Payload size validation"
-MEMORY_CLEANUP = "Memory cleanup"
-LOCAL_TESTING = "Local testing support"
-RUN_TEST_INPUT = "`--test_input` run"
-RUN_LOCAL_API = "Local API (`--rp_serve_api`)"
-RUN_OVERSIZE = "Oversized payload rejected"
-RUN_MALFORMED = "Malformed payload answered"
-RUN_COLD_START = "Cold start and warm latency"
-
-STATIC_CHECKLIST = (
-    SIGNATURE,
-    INPUT,
-    RETURN_FORMAT,
+from fastbackend.check.checklist import (
     ERRORS,
-    START_CALLED,
     IMPORT_RUNPOD,
-    MAIN_GUARD,
-    NO_SOURCE_ERRORS,
-    SETUP_TIMING,
-    NO_INSTALLS,
-    PAYLOAD_VALIDATION,
-    MEMORY_CLEANUP,
+    INPUT,
     LOCAL_TESTING,
+    MAIN_GUARD,
+    MEMORY_CLEANUP,
+    NO_INSTALLS,
+    NO_SOURCE_ERRORS,
+    PAYLOAD_VALIDATION,
+    RETURN_FORMAT,
+    RUN_COLD_START,
+    RUN_LOCAL_API,
+    RUN_MALFORMED,
+    RUN_OVERSIZE,
+    RUN_TEST_INPUT,
+    SETUP_TIMING,
+    SIGNATURE,
+    START_CALLED,
+    Area,
+    Rule,
+    Severity,
 )
-DYNAMIC_CHECKLIST = (RUN_TEST_INPUT, RUN_LOCAL_API, RUN_OVERSIZE, RUN_MALFORMED, RUN_COLD_START)
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    severity: Severity
-    area: Area
-    checklist: str
-    title: str
-    fix: str
-
 
 C, H, L = Severity.CRITICAL, Severity.HIGH, Severity.LOW
 _HS, _IO, _ERR, _START = Area.HANDLER_STRUCTURE, Area.IO_FORMAT, Area.ERROR_HANDLING, Area.SERVERLESS_START

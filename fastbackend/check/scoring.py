@@ -10,8 +10,9 @@ cannot take a job at all) scores at most 5.
 
 from __future__ import annotations
 
+from fastbackend.check.checklist import DYNAMIC_CHECKLIST, STATIC_CHECKLIST, Area, Severity
 from fastbackend.check.model import AreaScore, Compliant, Finding, Probe
-from fastbackend.check.rules import DYNAMIC_CHECKLIST, RULES, STATIC_CHECKLIST, Area, Severity
+from fastbackend.check.rules import RULES
 
 AREA_SCORE = {None: 10, Severity.LOW: 9, Severity.HIGH: 8, Severity.CRITICAL: 5}
 AREA_STATUS = {None: "pass", Severity.LOW: "minor", Severity.HIGH: "warn", Severity.CRITICAL: "fail"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastbackend.check import checks_handler, checks_runtime, checks_start
+from fastbackend.check import checks_handler, checks_payload, checks_runtime, checks_start
 from fastbackend.check.analysis import Analysis, handler_info, suppressed
 from fastbackend.check.entry import Entry, find_entry
 from fastbackend.check.flow import Returns
@@ -36,12 +36,12 @@ def analyse(project: Project) -> StaticResult:
         each = a.for_handler(handler)
         checks_handler.check_handler(each)
         checks_runtime.check_setup(each)
-        checks_runtime.check_payload(each)
+        checks_payload.check_payload(each)
     if len(entry.handlers) > 1:
         names = ", ".join(f"{h.qualname}()" for h in entry.handlers)
         a.notes.append(f"start() is given one of {names}, chosen at run time; each was reviewed")
     checks_start.check_local_testing(a)
-    checks_runtime.future_improvements(a)
+    checks_payload.future_improvements(a)
     kept = tuple(f for f in a.findings if not suppressed(project, f))
     dropped = tuple(f for f in a.findings if f not in kept)
     modules = tuple(display_path(m.path) for m in project.modules.values())

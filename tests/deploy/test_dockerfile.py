@@ -20,7 +20,7 @@ import pytest
 
 from fastbackend.bake import DEFAULT_ADAPTERS, DEFAULT_BASE, bake
 from fastbackend.client import open_url
-from fastbackend.imagetest import PIP_CERT_SECRET, PIP_CONF_SECRET, pip_inputs
+from fastbackend.docker_build import PIP_CERT_SECRET, PIP_CONF_SECRET, pip_inputs
 from worker.config import WorkerConfig
 
 

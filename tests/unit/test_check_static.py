@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from fastbackend.check import CheckOptions, Severity, review
-from fastbackend.check.rules import RULES, Area
+from fastbackend.check.checklist import Area
+from fastbackend.check.rules import RULES
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "handlers"
 
