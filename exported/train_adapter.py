@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -103,6 +104,7 @@ def with_splits(data: Dataset, train_idx: Sequence[int], val_idx: Sequence[int])
 
 # %% notebooks/03_train_adapter.ipynb cell tr-x-fit
 CHECKPOINT_PATTERN = "epoch-*.pt"
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,21 @@ class TrainSettings:
     seed: int = 0
     augment: bool = True  # the train transform of 01_preprocess; False: the eval transform only
     precision: str = "auto"  # auto: bf16 (fp16 without bf16) autocast on a GPU, float32 on CPU; float32
+    schedule: str = "constant"  # the lr: constant, or cosine (from lr down to 0 over `epochs`, step by step)
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+    def lr_at(self, progress: float) -> float:
+        """The learning rate at `progress` (steps done / all steps of `epochs`, 0 to 1).
+
+        A cosine decay settles on a good minimum in fewer epochs than a constant lr, whose
+        validation accuracy keeps swinging by a few points from one epoch to the next.
+        """
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return self.lr
 
     def epoch_seed(self, epoch: int) -> int:
         """The seed of one epoch's augmentations: a resumed run draws the same."""
@@ -217,6 +234,7 @@ def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndar
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     eval_transform = build_eval_transform(prep)
     y = torch.as_tensor(labels)
+    steps_per_epoch = math.ceil(len(y) / settings.batch_size)
     # Without augmentation every epoch sees the same pixels: transform them once.
     fixed = None if settings.augment else torch.from_numpy(to_pixel_values(images, eval_transform, prep))
     history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_val_accuracy": None, "stopped_early": False}
@@ -249,7 +267,9 @@ def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndar
         order = epoch_order(len(y), settings.seed, epoch)
         model.train()
         total, correct = 0.0, 0
-        for batch in _batches(len(y), settings.batch_size, order):
+        for step, batch in enumerate(_batches(len(y), settings.batch_size, order), start=epoch * steps_per_epoch):
+            for group in optimizer.param_groups:  # from the step alone: a resumed run sets the same
+                group["lr"] = settings.lr_at(step / (settings.epochs * steps_per_epoch))
             if fixed is not None:
                 x = fixed[batch].to(device)
             else:
@@ -369,6 +389,7 @@ __all__ = [
     'split_dataset',
     'with_splits',
     'CHECKPOINT_PATTERN',
+    'SCHEDULES',
     'TrainSettings',
     'epoch_order',
     'autocast_dtype',

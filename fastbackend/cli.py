@@ -303,8 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.set_defaults(func=cmd_invoke)
 
     from fastbackend.batch.command import add_batch_parser
+    from fastbackend.doctor import add_doctor_parser
 
     add_batch_parser(sub)
+    add_doctor_parser(sub)
 
     pipeline = sub.add_parser("pipeline", help="run the notebooks as parameterised pipelines (pipelines.yaml)")
     definitions = argparse.ArgumentParser(add_help=False)

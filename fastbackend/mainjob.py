@@ -59,7 +59,7 @@ def main_job(root: Path, models_dir: Path, rebuild: bool = False) -> int:
         built = run_pipeline("demo-models", pipelines_file=pipelines, parameters={"output_dir": str(models_dir)})
         built.raise_for_failure()
         print(f"  built in {built.results[0].metrics.get('build_seconds', '?')} s")
-    params = {"model_dir": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters"), "adapter": ""}
+    params = {"base_model": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters"), "adapter": ""}
     run = run_pipeline("evaluate", pipelines_file=pipelines, parameters=params)
     run.raise_for_failure()
     metrics: dict[str, Any] = run.results[0].metrics

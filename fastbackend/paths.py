@@ -1,7 +1,7 @@
 """Paths in notebooks mean the same wherever the kernel starts.
 
 JupyterLab and nbval start a notebook's kernel in the notebook's folder, papermill wherever
-it is told; a parameter like `model_dir = "models/base"` is therefore read relative to the
+it is told; a parameter like `base_model = "models/base"` is therefore read relative to the
 project root (the nearest folder above the working directory holding pyproject.toml and
 notebooks/), not to the working directory.
 """
@@ -24,6 +24,21 @@ def project_path(path: str | Path) -> Path:
     """An absolute path as is; a relative one under the project root."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else project_root() / path
+
+
+def base_model_dir(base_model: str | Path) -> Path:
+    """The folder holding a base model's files, as the worker finds it: a folder (a relative one under
+    the project root), or a hub id's snapshot in the local hub cache (worker.hub).
+
+    Raises:
+        ModelLoadFailed: a hub id that is not in the cache; names the id and the cache folder.
+    """
+    from worker.hub import is_hub_id, local_model_dir
+
+    path = project_path(base_model)
+    if path.exists() or not is_hub_id(str(base_model)):
+        return path
+    return local_model_dir(str(base_model))
 
 
 def import_root(path: Path) -> Path:

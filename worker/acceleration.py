@@ -1,4 +1,4 @@
-"""GPU settings applied to the loaded model: channels_last, autocast, torch.compile.
+"""The device, and GPU settings applied to the loaded model: channels_last, autocast, torch.compile.
 
 Each one is a setting (worker/config.py) and each runs on CPU too, where it can, so the code
 path is exercised on the development machines; the benchmarks show what they buy on CUDA
@@ -13,6 +13,33 @@ from typing import Any
 
 AUTOCAST_CHOICES = ("off", "float16", "bfloat16")
 CHANNELS_LAST_CHOICES = ("auto", "on", "off")
+
+
+def resolve_device(setting: str) -> str:
+    """The torch device for FASTBACKEND_DEVICE (syntax checked by worker/config.py): `auto` = cuda
+    when a GPU is visible, else cpu; a named device must be present on this machine.
+
+    Raises:
+        ConfigError: the device is not available here; names the variable and its value.
+    """
+    import torch
+
+    from worker.config import ENV_VARS, ConfigError
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = setting.partition(":")
+    where = f"{ENV_VARS['device']}={setting!r}"
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            built = "" if torch.version.cuda else "; this torch is built without CUDA"
+            raise ConfigError(f"{where}: no CUDA GPU is visible here (torch {torch.__version__}{built})")
+        if index and int(index) >= count:
+            raise ConfigError(f"{where}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{where}: MPS (Apple GPU) is not available here")
+    return setting
 
 
 def is_cnn(model: Any) -> bool:

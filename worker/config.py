@@ -28,6 +28,11 @@ def is_adapter_name(name: str) -> bool:
     return bool(_ADAPTER_NAME.match(name))
 
 
+# The devices the worker can place a model on; whether one is present here is checked at setup,
+# where torch is imported (worker/acceleration.py's resolve_device).
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+
+
 # Set by RunPod on a deployed worker (the SDK posts results there); absent in the local modes.
 PRODUCTION_ENV_VAR = "RUNPOD_WEBHOOK_POST_OUTPUT"
 
@@ -134,6 +139,11 @@ class WorkerConfig:
                     f"{large} ({getattr(self, large)}) is below {small} ({getattr(self, small)}): "
                     "one valid job would be refused forever"
                 )
+        if not DEVICE_PATTERN.match(self.device):
+            raise ConfigError(
+                f"{ENV_VARS['device']}={self.device!r}: not a torch device this worker serves on "
+                "(auto, cpu, cuda, cuda:N or mps)"
+            )
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
         if self.autocast not in ("off", "float16", "bfloat16"):

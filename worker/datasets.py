@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -106,6 +107,7 @@ def load_dataset(
     split: str | None = None,
     label_names: Sequence[str] | None = None,
     allow_outside: bool = False,
+    check_files: bool = True,
 ) -> Dataset:
     """Read and check an image folder or a ``.csv``/``.jsonl`` manifest.
 
@@ -115,6 +117,9 @@ def load_dataset(
         label_names: the model's labels in index order (``id2label``); every label of the
             dataset must be one of them, and ``Dataset.targets`` index into them.
         allow_outside: accept manifest paths that lead outside the manifest's folder.
+        check_files: open every file to check it is an image. False: only the layout, labels and
+            manifest rows are checked (the batch client records a bad file as that file's coded
+            failure and scores the rest, rather than refusing the whole dataset).
 
     Returns:
         The Dataset; every file exists, is readable and starts like an image.
@@ -149,8 +154,9 @@ def load_dataset(
         items = [item for item in items if item.split == split]
         if not items:
             raise DatasetError(f"{path}: no items in split {split!r} (splits present: {present or 'none'})")
-    for item in items:
-        _check_file(item.path)
+    if check_files:
+        for item in items:
+            _check_file(item.path)
     return Dataset(path, labels, tuple(items))
 
 
@@ -172,6 +178,7 @@ def read_image(path: str | os.PathLike[str], **limits: int) -> np.ndarray:
 
     path = Path(path)
     try:
+        _require_regular(path)
         data = path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"{path}: unreadable ({exc.strerror or exc})") from None
@@ -280,14 +287,30 @@ def _read_manifest(manifest: Path, allow_outside: bool) -> list[DatasetItem]:
     return items
 
 
+def _require_regular(path: Path) -> None:
+    """Refuse what is not a regular file before opening it: opening a FIFO (or a device) would
+    block until a writer appears, and a directory is no image.
+
+    Raises:
+        DatasetError: not a regular file; OSError from stat (a broken symlink, no permission).
+    """
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+        raise DatasetError(f"{path}: unreadable (not a regular file: {kind})")
+
+
 def _check_file(path: Path) -> None:
     """Readable, and starting like an image (the full decode comes with ``read_image``)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
+        _require_regular(path)
         with path.open("rb") as f:
             with Image.open(f) as image:
                 image.size  # noqa: B018 - the header parsed
+    except DatasetError:
+        raise
     except UnidentifiedImageError:
         raise DatasetError(f"{path}: not an image (no format the decoder knows)") from None
     except OSError as exc:

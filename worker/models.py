@@ -113,23 +113,39 @@ class ModelHost:
         self.transform: Any = None
         self._cache: OrderedDict[str, float] = OrderedDict()  # name -> load seconds
         self.counters = {"hits": 0, "misses": 0, "evictions": 0}
+        self._device = ""
 
     # -- setup ---------------------------------------------------------------
     def device(self) -> str:
-        if self.config.device != "auto":
-            return self.config.device
-        import torch
+        """The resolved device (`auto` -> cuda or cpu), checked present on first use.
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        Raises:
+            ConfigError: FASTBACKEND_DEVICE names a device this machine does not have.
+        """
+        if not self._device:
+            self._device = acceleration.resolve_device(self.config.device)
+        return self._device
 
     def load_base(self) -> None:
+        """The base's processor, the model, then the adapter folders (`fastbackend doctor` runs the
+        same three steps one by one, to report each)."""
+        self.device()  # an absent device fails first, in one line
         base = local_model_dir(self.config.base_model)  # a folder, or a hub id's cached snapshot
+        self.load_processor(base)
+        self.load_model(base)
+        self.scan_adapters()
+
+    def load_processor(self, base: Path) -> None:
         self.preprocess_config = self.fns.read_preprocess_config(base)
         self.transform = self.fns.build_eval_transform(self.preprocess_config)
+
+    def load_model(self, base: Path) -> None:
         self.model = self.fns.load_base_model(base, device=self.device(), dtype=self.config.dtype)
         self.model = acceleration.prepare(self.model, channels_last=self.config.channels_last, device=self.device())
         self.labels = self.fns.model_labels(self.model)
         self.fingerprint = self.fns.model_fingerprint(base) if base.is_dir() else ""
+
+    def scan_adapters(self) -> None:
         self.registry, self.skipped = scan_adapter_folders(
             Path(self.config.adapters_dir), self.fns, self.config.base_model
         )

@@ -111,7 +111,9 @@ def run_batch(
     from worker.datasets import load_dataset
 
     err = err or sys.stderr
-    dataset = load_dataset(options.dataset, split=options.split)
+    # Files are not opened here: one unreadable or non-image file becomes that file's coded
+    # failure in the results (FILE_UNREADABLE, or the worker's decode error), not a stopped batch.
+    dataset = load_dataset(options.dataset, split=options.split, check_files=False)
     root = options.dataset if options.dataset.is_dir() else options.dataset.parent
     results = ResultsFile(options.out)
     summary = BatchSummary(total=len(dataset.items), repaired_bytes=results.repaired_bytes)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import posixpath
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,15 +55,21 @@ class Item:
         """What goes in the job's `images` list. Raises OSError when the file cannot be read."""
         if self.reference is not None:
             return {"path": self.reference}
+        if not stat.S_ISREG(self.file.stat().st_mode):  # a FIFO would block the read forever
+            raise OSError(f"{self.file}: not a regular file")
         return base64.b64encode(self.file.read_bytes()).decode("ascii")
 
 
 def item_key(path: Path, root: Path) -> str:
-    """The image's name in the output: relative to the dataset folder (posix), else absolute."""
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path.resolve())
+    """The image's name in the output: relative to the dataset folder (posix), else absolute.
+
+    A symlink in the dataset keeps its own name (a broken one is reported under it), unless only
+    the resolved paths relate (a manifest's rows are resolved, its folder may not be).
+    """
+    for file, folder in ((Path(os.path.abspath(path)), Path(os.path.abspath(root))), (path.resolve(), root.resolve())):
+        if file.is_relative_to(folder):
+            return file.relative_to(folder).as_posix()
+    return str(path.resolve())
 
 
 def plan_items(

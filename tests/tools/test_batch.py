@@ -179,6 +179,32 @@ def test_cli_batch_writes_jsonl_and_csv_and_retry_failed_resends_only_failures(d
     assert json.loads(rows[0]["top_k"] or "null") is None or isinstance(json.loads(rows[0]["top_k"]), list)
 
 
+def test_unreadable_and_non_image_files_are_coded_failures_and_the_rest_is_scored(tmp_path):
+    import os
+
+    root = tmp_path / "data"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / label / "ok.png")
+    os.mkfifo(root / "a" / "pipe.png")  # reading it would block: refused unopened
+    (root / "a" / "link.png").symlink_to(root / "gone.png")  # broken: what root cannot read either
+    (root / "b" / "notes.png").write_text("not an image")  # read and sent: the worker's decode refuses it
+    fake, server = start(Faults())
+    try:
+        summary = run(fake, root, tmp_path / "results.jsonl")
+    finally:
+        server.shutdown()
+    codes = {row["path"]: row["code"] for row in lines(tmp_path / "results.jsonl")}
+    assert codes == {
+        "a/ok.png": None,
+        "b/ok.png": None,
+        "a/pipe.png": "FILE_UNREADABLE",
+        "a/link.png": "FILE_UNREADABLE",
+        "b/notes.png": "IMAGE_DECODE_FAILED",
+    }
+    assert summary.failed_by_code == {"FILE_UNREADABLE": 2, "IMAGE_DECODE_FAILED": 1}
+
+
 def test_bad_arguments_and_datasets_are_refused_before_sending(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
     assert main(["batch", str(tmp_path / "nope"), "--local", "http://127.0.0.1:9", "--out", "x.jsonl"]) == 2

@@ -18,7 +18,7 @@ from fastbackend.pipeline.runner import run_pipeline
 # The whole evaluate pipeline (~1 min): make test-full; test_pipeline.py and nbval of 02 run in make test.
 @pytest.mark.full
 def test_evaluate_records_the_accuracy_the_inference_notebook_shows(root, models_dir, tmp_path):
-    models = {"model_dir": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters")}
+    models = {"base_model": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters")}
     shown = execute(
         root / "notebooks" / "02_inference.ipynb", tmp_path / "02_inference.ipynb", models, cwd=root
     ).metrics

@@ -36,7 +36,8 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(models_dir, tmp_
     prep = read_preprocess_config(base)
     images, labels = load_digit_task("inverted", "train")
     train, val = (list(images[:192]), labels[:192]), (list(images[192:256]), labels[192:256])
-    settings = TrainSettings(epochs=3, lr=1e-2, batch_size=32, seed=5, augment=True)
+    # The cosine lr comes from the step alone and the augmentations from the epoch: both resume.
+    settings = TrainSettings(epochs=3, lr=1e-2, batch_size=32, seed=5, augment=True, schedule="cosine")
 
     def run(folder, resume=False, stop_after=None):
         def on_epoch(row):
@@ -96,3 +97,11 @@ def test_target_modules_default_per_architecture():
     assert default_target_modules("vit") == ["q_proj", "v_proj", "projection"]
     with pytest.raises(ValueError, match="no default LoRA target_modules for model type 'efficientnet'"):
         default_target_modules("efficientnet")
+
+
+def test_cosine_schedule_decays_from_lr_to_zero_and_unknown_schedules_are_refused():
+    cosine = TrainSettings(lr=0.02, schedule="cosine")
+    assert [round(cosine.lr_at(p), 6) for p in (0, 0.5, 1)] == [0.02, 0.01, 0.0]
+    assert TrainSettings(lr=0.02).lr_at(0.9) == 0.02
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainSettings(schedule="step")

@@ -134,7 +134,7 @@ def test_truncated_image_fails_at_decode_naming_the_file(folder):
 
 def test_unreadable_file(folder):
     (folder / "cat" / "dir.png").mkdir()  # a name that reads as an image, but cannot be read
-    with pytest.raises(DatasetError, match=r"cat/dir.png: unreadable"):
+    with pytest.raises(DatasetError, match=r"^\S+/cat/dir.png: unreadable \(not a regular file: a directory\)$"):
         load_dataset(folder)
 
 
@@ -142,6 +142,18 @@ def test_unreadable_file(folder):
 def test_file_without_read_permission(folder):
     (folder / "cat" / "0.png").chmod(0)
     with pytest.raises(DatasetError, match=r"cat/0.png: unreadable"):
+        load_dataset(folder)
+
+
+def test_broken_symlink(folder):
+    (folder / "cat" / "link.png").symlink_to(folder / "gone.png")  # what root cannot read either
+    with pytest.raises(DatasetError, match=r"^\S+/cat/link.png: unreadable \(No such file"):
+        load_dataset(folder)
+
+
+def test_fifo_is_refused_without_blocking(folder):
+    os.mkfifo(folder / "cat" / "pipe.png")  # opening it would wait for a writer forever
+    with pytest.raises(DatasetError, match=r"^\S+/cat/pipe.png: unreadable \(not a regular file: a FIFO\)$"):
         load_dataset(folder)
 
 

@@ -190,10 +190,10 @@ def test_the_repository_pipelines_plan_without_problems(root):
         (run,) = plan_runs(definitions, name, [], root / "runs" / "check")
         assert run.steps
     (everything,) = plan_runs(definitions, "all", [parse_assignment("output_dir=/tmp/m")], root / "runs" / "check")
-    assert [s.injected.get("model_dir") for s in everything.steps] == [None, "/tmp/m/base", "/tmp/m/base"]
+    assert [s.injected.get("base_model") for s in everything.steps] == [None, "/tmp/m/base", "/tmp/m/base"]
     (evaluate,) = plan_runs(definitions, "evaluate", [], root / "runs" / "check")
     assert evaluate.steps[1].injected == {
-        "model_dir": "models/base",
+        "base_model": "models/base",
         "adapters_dir": "models/adapters",
         "adapter": "inverted",
     }

@@ -96,7 +96,7 @@ def test_papermill_run_of_the_inference_notebook(root, models_dir, direct, tmp_p
         root / "notebooks" / "02_inference.ipynb",
         tmp_path / "02.ipynb",
         {
-            "model_dir": str(models_dir / "base"),
+            "base_model": str(models_dir / "base"),
             "adapters_dir": str(models_dir / "adapters"),
             "save_logits_to": str(out),
             "save_logits_count": COUNT,

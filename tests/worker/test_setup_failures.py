@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -34,8 +35,6 @@ def test_corrupt_base_weights(root, models_dir, tmp_path):
 
 
 def test_preloaded_adapter_for_another_base(root, models_dir, tmp_path):
-    import json
-
     adapters = shutil.copytree(models_dir / "adapters", tmp_path / "adapters")
     meta = adapters / "rot90" / "fastbackend.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "base_fingerprint": "feedfacefeedface"}))
@@ -69,8 +68,31 @@ def test_unreadable_adapters_folder(root, models_dir, tmp_path):
 
 
 def test_invalid_config_names_the_variable(root, models_dir):
+    # The same line for every variable (FASTBACKEND_DEVICE=banana: tests/unit/test_device_setting.py).
     done = start_worker(root, {"FASTBACKEND_MAX_BATCH": "lots"})
     assert done.returncode == 1 and "FASTBACKEND_MAX_BATCH='lots'" in failure_line(done)
+
+
+def test_a_device_this_machine_lacks(root, models_dir):
+    import torch
+
+    # One index past the GPUs here: cuda:0 on a machine without any, cuda:N on one with N.
+    absent = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
+    done = start_worker(root, {"FASTBACKEND_DEVICE": absent, "FASTBACKEND_BASE_MODEL": str(models_dir / "base")})
+    line = failure_line(done)
+    assert done.returncode == 1 and f"FASTBACKEND_DEVICE='{absent}'" in line and "CUDA GPU" in line
+    assert "Traceback" not in done.log
+
+
+def test_a_processor_field_the_reference_refuses(root, models_dir, tmp_path):
+    # size with only longest_edge: AutoImageProcessor itself refuses it for these processors.
+    base = shutil.copytree(models_dir / "base", tmp_path / "base")
+    processor = base / "preprocessor_config.json"
+    processor.write_text(json.dumps({**json.loads(processor.read_text()), "size": {"longest_edge": 32}}))
+    done = start_worker(root, {"FASTBACKEND_BASE_MODEL": str(base), "FASTBACKEND_ADAPTERS_DIR": str(tmp_path / "none")})
+    line = failure_line(done)
+    assert done.returncode == 1 and f"MODEL_LOAD_FAILED: {processor}: size=" in line and "longest_edge" in line
+    assert "Traceback" not in done.log
 
 
 OOM_SCRIPT = r"""
@@ -104,8 +126,6 @@ def test_out_of_memory_answers_the_job_and_asks_for_a_new_worker(root, models_di
         text=True,
         timeout=180,
     )
-    import json
-
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
     result = json.loads(line[len("RESULT ") :])
     assert result["failed"]["code"] == "OUT_OF_MEMORY" and result["failed"]["refresh_worker"] is True
