@@ -217,8 +217,8 @@ def predict_logits(model: torch.nn.Module, pixel_values: np.ndarray, adapter: st
             with model.disable_adapter():
                 logits = model(pixel_values=x).logits
         else:
-            if is_peft:
-                model.set_adapter(adapter)
+            if is_peft and model.active_adapter != adapter:
+                model.set_adapter(adapter)  # walks every module: only when the adapter changes
             logits = model(pixel_values=x).logits
     return logits.float().cpu().numpy()
 

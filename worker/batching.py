@@ -87,15 +87,24 @@ class MicroBatcher:
         self._cond = threading.Condition()  # guards the inbox and the open-ticket count
         self._inbox: deque[_Request] = deque()
         self._open_tickets = 0  # jobs that may still submit
+        self._forming = False  # the batcher thread holds requests for a batch it has not run yet
         self._waiting: deque[_Request] = deque()  # taken from the inbox, for a later batch (batcher thread only)
         self._lock = threading.Lock()
+        self._forward_lock = threading.Lock()  # the batcher thread's forwards and a lone job's
         self._batch_sizes: Counter[int] = Counter()
         self._queue_wait_ms: deque[float] = deque(maxlen=2048)
         self._thread = threading.Thread(target=self._run, name="fastbackend-batcher", daemon=True)
         self._thread.start()
 
     def forward(self, pixels: np.ndarray, adapter: str | None) -> np.ndarray:
-        """Blocking: submit and wait for this job's logits (raises what the forward raised)."""
+        """Blocking: submit and wait for this job's logits (raises what the forward raised).
+
+        A job alone (nothing queued, no other job that could still join) runs its forward in its
+        own thread: handing it to the batcher thread and back cost a lone job ~25% on the
+        embedded model (two thread switches), and there is no company to wait for.
+        """
+        if self._alone():
+            return self._run_batch_of_one(pixels, adapter)
         future = self.submit(pixels, adapter)
         if _TICKET.get() is None:
             return future.result()
@@ -104,6 +113,27 @@ class MicroBatcher:
             return future.result()
         finally:
             self.cpu_slots.acquire()
+
+    def _alone(self) -> bool:
+        """True (and this job's ticket closed) when no other job is queued or may still submit."""
+        ticket = _TICKET.get()
+        with self._cond:
+            if ticket is not None and ticket.cancelled:
+                raise CancelledError()
+            others = self._open_tickets - (1 if ticket is not None and ticket._open else 0)
+            if self._inbox or self._waiting or self._forming or others > 0:
+                return False
+            if ticket is not None:
+                self._close_locked(ticket)  # a job arriving now must not wait for this one
+            return True
+
+    def _run_batch_of_one(self, pixels: np.ndarray, adapter: str | None) -> np.ndarray:
+        with self._forward_lock:  # one forward at a time, as when the batcher thread runs them
+            logits = self._forward(pixels, adapter)
+        with self._lock:
+            self._batch_sizes[len(logits)] += 1
+            self._queue_wait_ms.append(0.0)
+        return logits
 
     def ticket(self) -> Ticket:
         """Count a starting job as one that may join a batch (call before it runs)."""
@@ -145,6 +175,7 @@ class MicroBatcher:
                 if remaining <= 0 or self._open_tickets == 0:
                     return None  # a job that has nothing to wait for runs now
                 self._cond.wait(remaining)
+            self._forming = True  # a batch is forming: a job arriving now joins it, not runs alone
             return self._inbox.popleft()
 
     def _gather(self) -> list[_Request]:
@@ -173,11 +204,14 @@ class MicroBatcher:
     def _run(self) -> None:
         while True:
             batch = [r for r in self._gather() if r.future.set_running_or_notify_cancel()]
+            with self._cond:
+                self._forming = False
             if not batch:
                 continue
             started = time.perf_counter()
             try:
-                logits = self._forward(np.concatenate([r.pixels for r in batch]), batch[0].adapter)
+                with self._forward_lock:
+                    logits = self._forward(np.concatenate([r.pixels for r in batch]), batch[0].adapter)
             except BaseException as exc:  # the model failed: every job of this batch learns why
                 for request in batch:
                     request.future.set_exception(exc)

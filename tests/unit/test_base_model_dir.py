@@ -11,7 +11,8 @@ from worker.errors import ModelLoadFailed
 
 def test_folders_relative_to_the_project_root_or_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(project_root() / "notebooks")  # where JupyterLab and nbval start a kernel
-    assert base_model_dir("models/base") == project_root() / "models" / "base"
+    # A folder every clone has (models/ exists only once built): "a/b" that exists is a folder, not a hub id.
+    assert base_model_dir("tests/fixtures") == project_root() / "tests" / "fixtures"
     assert base_model_dir(tmp_path) == tmp_path
 
 

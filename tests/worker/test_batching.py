@@ -126,6 +126,25 @@ def test_cancellation_leaves_no_stuck_batch(make_worker):
     assert batched.admission.jobs == 0 and batched.admission.images == 0
 
 
+def test_a_lone_job_runs_its_forward_in_its_own_thread(make_worker, worker):
+    # Nothing queued and no other job in flight: no hand-off to the batcher thread and back.
+    calls: list = []
+    threads: list[str] = []
+    functions = functions_recording_forwards(calls)
+    recording = functions.predict_logits
+
+    def where(model, pixels, adapter=None):
+        threads.append(threading.current_thread().name)
+        return recording(model, pixels, adapter)
+
+    batched = make_worker(concurrency=4, functions=replace(functions, predict_logits=where), warmup=False)
+    alone = asyncio.run(gather(batched, [job("inverted", 3, "inverted", return_logits=True)]))[0]
+    assert threads and not threads[-1].startswith("fastbackend-batcher"), threads
+    assert batched.batcher.stats()["batch_size_histogram"] == {"1": 1}
+    serial = worker.handle(job("inverted", 3, "inverted", return_logits=True))
+    assert alone["predictions"] == serial["predictions"]
+
+
 def test_health_shows_the_batching_settings(make_worker):
     batched = make_worker(concurrency=4, max_batch=16, max_batch_wait_ms=7, warmup=False)
     health = batched.handle({"id": "h", "input": {"op": "health"}})
