@@ -140,7 +140,8 @@ def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event with structured fields. Never pass image data or secrets."""
     logger = logging.getLogger(LOGGER_NAME)
     if logger.isEnabledFor(level):
-        fields.setdefault("rss_mb", rss_mb())
+        if "rss_mb" not in fields:  # not setdefault: that reads /proc even when the caller has it
+            fields["rss_mb"] = rss_mb()
         cuda = cuda_memory_mb()
         if cuda:
             fields.update(cuda)
