@@ -35,7 +35,8 @@ lint: venv
 test: venv lint
 	$(BIN)/fastbackend export --check
 	$(BIN)/fastbackend check --strict --summary exported/handler.py
-	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+	@# Two workers (pytest-xdist), each taking whole test files, so module fixtures are built once.
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 # The unit layer alone: no model, no subprocess, no network; well under a minute.
 test-fast: venv
