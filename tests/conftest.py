@@ -55,13 +55,12 @@ def _demo_models_key() -> str:
     return digest.hexdigest()[:16]
 
 
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory) -> Path:
+def demo_models(work: Path) -> Path:
     """The embedded default models, never models/ (a user's own models may live there).
 
     Built by notebook 00 into a cache outside the repository, keyed by what they depend on, so
-    a second `make test` does not train them again; a build goes to a temporary folder first and
-    is renamed into place whole, so concurrent sessions never see half a model.
+    a second `make test` does not train them again; a build goes to a temporary folder (`work`)
+    first and is renamed into place whole, so concurrent sessions never see half a model.
     """
     from fastbackend.mainjob import DEMO_NOTEBOOK, models_present
     from fastbackend.notebooks import execute
@@ -69,7 +68,6 @@ def models_dir(tmp_path_factory) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastbackend-tests"
     models = cache / f"demo-models-{_demo_models_key()}"
     if not models_present(models):
-        work = tmp_path_factory.mktemp("demo-models")
         execute(ROOT / DEMO_NOTEBOOK, work / "00_demo_models.ipynb", {"output_dir": str(work / "models")}, cwd=ROOT)
         cache.mkdir(parents=True, exist_ok=True)
         try:
@@ -78,6 +76,23 @@ def models_dir(tmp_path_factory) -> Path:
             if not models_present(models):
                 raise
     return models
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under pytest-xdist (`make test`), build the demo models once in the controlling process
+    before the workers start: each worker building its own would train them twice at once."""
+    config = session.config
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="fastbackend-demo-models-") as work:
+            demo_models(Path(work))
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """The embedded default models (demo_models), built on first use when not cached."""
+    return demo_models(tmp_path_factory.mktemp("demo-models"))
 
 
 @pytest.fixture(scope="session")
