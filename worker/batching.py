@@ -90,7 +90,6 @@ class MicroBatcher:
         self._forming = False  # the batcher thread holds requests for a batch it has not run yet
         self._waiting: deque[_Request] = deque()  # taken from the inbox, for a later batch (batcher thread only)
         self._lock = threading.Lock()
-        self._forward_lock = threading.Lock()  # the batcher thread's forwards and a lone job's
         self._batch_sizes: Counter[int] = Counter()
         self._queue_wait_ms: deque[float] = deque(maxlen=2048)
         self._thread = threading.Thread(target=self._run, name="fastbackend-batcher", daemon=True)
@@ -128,8 +127,7 @@ class MicroBatcher:
             return True
 
     def _run_batch_of_one(self, pixels: np.ndarray, adapter: str | None) -> np.ndarray:
-        with self._forward_lock:  # one forward at a time, as when the batcher thread runs them
-            logits = self._forward(pixels, adapter)
+        logits = self._forward(pixels, adapter)  # the model's own lock keeps forwards one at a time
         with self._lock:
             self._batch_sizes[len(logits)] += 1
             self._queue_wait_ms.append(0.0)
@@ -210,8 +208,7 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             try:
-                with self._forward_lock:
-                    logits = self._forward(np.concatenate([r.pixels for r in batch]), batch[0].adapter)
+                logits = self._forward(np.concatenate([r.pixels for r in batch]), batch[0].adapter)
             except BaseException as exc:  # the model failed: every job of this batch learns why
                 for request in batch:
                     request.future.set_exception(exc)

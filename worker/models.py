@@ -14,6 +14,7 @@ from typing import Any
 from worker import acceleration
 from worker.config import ALL, WorkerConfig, is_adapter_name
 from worker.contract import NotebookFunctions
+from worker.decoding import Reduction
 from worker.errors import ErrorCode, ModelLoadFailed, WorkerError
 from worker.hub import is_hub_id, local_model_dir
 from worker.telemetry import log_event
@@ -111,6 +112,7 @@ class ModelHost:
         self.labels: list[str] = []
         self.preprocess_config: Any = None
         self.transform: Any = None
+        self.reduction: Reduction | None = None  # FASTBACKEND_FAST_DECODE=on: the model's resize, for decoding
         self._cache: OrderedDict[str, float] = OrderedDict()  # name -> load seconds
         self.counters = {"hits": 0, "misses": 0, "evictions": 0}
         self._device = ""
@@ -136,8 +138,14 @@ class ModelHost:
         self.scan_adapters()
 
     def load_processor(self, base: Path) -> None:
-        self.preprocess_config = self.fns.read_preprocess_config(base)
-        self.transform = self.fns.build_eval_transform(self.preprocess_config)
+        self.preprocess_config = config = self.fns.read_preprocess_config(base)
+        self.transform = self.fns.build_eval_transform(config)
+        if self.config.fast_decode == "on":  # decode reduced, never below twice what the model's resize makes
+
+            def target(width: int, height: int) -> tuple[int, int]:
+                return self.fns.resize_target(height, width, config)[::-1]
+
+            self.reduction = Reduction(target, getattr(config, "resample", 2))
 
     def load_model(self, base: Path) -> None:
         self.model = self.fns.load_base_model(base, device=self.device(), dtype=self.config.dtype)

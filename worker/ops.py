@@ -10,7 +10,7 @@ import numpy as np
 
 from worker import __version__
 from worker.budgets import Deadline, check_job_pixels
-from worker.decoding import Reduction, decode_base64, decode_image, read_header
+from worker.decoding import decode_base64, decode_image, read_header
 from worker.errors import WorkerError
 from worker.progress import report
 from worker.schema import (
@@ -62,19 +62,12 @@ def decode_and_preprocess(
     channels = getattr(preprocess_config, "num_channels", 3)
     deadline = Deadline(config.max_decode_ms)
     pool = worker.image_pool
-    reduction = None
-    if config.fast_decode == "on":  # decode reduced, never below twice what the model's resize makes
-
-        def target(width: int, height: int) -> tuple[int, int]:
-            return host.fns.resize_target(height, width, preprocess_config)[::-1]
-
-        reduction = Reduction(target, getattr(preprocess_config, "resample", 2))
 
     def one(i: int) -> tuple[np.ndarray, float, float]:
         start = time.perf_counter()
         try:
             # The PIL image goes to the transform as it is: an array copy of a 12 MP photo costs ~0.1 s.
-            image = decode_image(blobs[i], channels=channels, limits=config, reduction=reduction)
+            image = decode_image(blobs[i], channels=channels, limits=config, reduction=host.reduction)
         except WorkerError as exc:
             raise _with_field(exc, names[i]) from None
         blobs[i] = b""
