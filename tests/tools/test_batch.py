@@ -4,6 +4,7 @@ results file exactly once, as a result or as a failure with its code."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io
 import json
@@ -46,6 +47,16 @@ def start(faults: Faults):
     return fake, serve(fake)
 
 
+@contextlib.contextmanager
+def fake_queue(faults: Faults):
+    """A fake endpoint with these faults, served until the block ends."""
+    fake, server = start(faults)
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+
+
 def run(fake, dataset_root, out, on_written=None, **overrides):
     values = {"batch_size": 4, "progress": False, "retry": FAST, **overrides}
     options = BatchOptions(dataset=dataset_root, out=out, target=Target.endpoint(ENDPOINT, API_KEY, fake.url), **values)
@@ -72,11 +83,8 @@ def test_every_fault_ends_with_each_image_exactly_once(dataset, tmp_path):
         stuck={6},  # IN_PROGRESS past the job timeout: cancelled on RunPod, sent again
         lost={8},  # /status 404: the worker was recycled
     )
-    fake, server = start(faults)
-    try:
+    with fake_queue(faults) as fake:
         summary = run(fake, root, tmp_path / "results.jsonl", concurrency=1)
-    finally:
-        server.shutdown()
     rows = lines(tmp_path / "results.jsonl")
     print("\n" + "\n".join(summary.lines()))
     assert_exactly_once(rows, keys)
@@ -108,11 +116,8 @@ def test_random_faults_with_concurrency_still_write_each_image_once(dataset, tmp
         stuck=set(rng.sample(range(1, 20), 2)),
         lost=set(rng.sample(range(1, 20), 2)),
     )
-    fake, server = start(faults)
-    try:
+    with fake_queue(faults) as fake:
         summary = run(fake, root, tmp_path / "results.jsonl", concurrency=4)
-    finally:
-        server.shutdown()
     rows = lines(tmp_path / "results.jsonl")
     print("\n" + "\n".join(summary.lines()))
     assert_exactly_once(rows, keys)
@@ -189,11 +194,8 @@ def test_unreadable_and_non_image_files_are_coded_failures_and_the_rest_is_score
     os.mkfifo(root / "a" / "pipe.png")  # reading it would block: refused unopened
     (root / "a" / "link.png").symlink_to(root / "gone.png")  # broken: what root cannot read either
     (root / "b" / "notes.png").write_text("not an image")  # read and sent: the worker's decode refuses it
-    fake, server = start(Faults())
-    try:
+    with fake_queue(Faults()) as fake:
         summary = run(fake, root, tmp_path / "results.jsonl")
-    finally:
-        server.shutdown()
     codes = {row["path"]: row["code"] for row in lines(tmp_path / "results.jsonl")}
     assert codes == {
         "a/ok.png": None,
