@@ -150,8 +150,15 @@ def _too_large(message: str) -> WorkerError:
     return WorkerError(ErrorCode.IMAGE_TOO_LARGE, message)
 
 
-def _open(data: bytes, limits: DecodeLimits):  # -> tuple[PIL.Image.Image, Header]
-    """Open lazily (Pillow reads the header, not the pixels) and check every limit."""
+def open_image(data: bytes, *, limits: DecodeLimits):  # -> tuple[PIL.Image.Image, Header]
+    """Open lazily (Pillow reads the header, not the pixels) and check every limit.
+
+    The opened image holds only its header and a view of `data`: a job checks every header
+    first, keeps what it opened, and decodes each with `decode_opened` (one open per image).
+
+    Raises:
+        WorkerError: as `read_header`.
+    """
     from PIL import Image, UnidentifiedImageError
 
     from worker.config import ENV_VARS
@@ -193,7 +200,7 @@ def read_header(data: bytes, *, limits: DecodeLimits) -> Header:
         WorkerError: IMAGE_TOO_LARGE (bytes, side, pixels or JPEG scans over `limits`) or
             IMAGE_DECODE_FAILED (not a supported format, or a corrupt header).
     """
-    image, header = _open(data, limits)
+    image, header = open_image(data, limits=limits)
     image.close()
     return header
 
@@ -308,11 +315,16 @@ def decode_image(
             IMAGE_DECODE_FAILED (not a supported format, corrupt or truncated data).
         ValueError: `channels` is neither 1 nor 3 (a caller's bug, not the image's).
     """
+    return decode_opened(open_image(data, limits=limits), channels=channels, reduction=reduction)
+
+
+def decode_opened(opened, *, channels: int, reduction: Reduction | None = None):  # -> PIL.Image.Image
+    """`decode_image` of an image `open_image` opened (its limits already checked): the same pixels."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     from PIL import Image
 
-    image, header = _open(data, limits)
+    image, header = opened
     box = (0.0, 0.0, float(header.width), float(header.height))
     try:
         with image:

@@ -77,9 +77,12 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+_STRICT_JSON = json.JSONEncoder(allow_nan=False, default=_jsonable, separators=(",", ":"))
+
+
 def encoded_size(body: dict[str, Any]) -> int:
     """Serialise once, strictly: raises TypeError/ValueError for anything that is not JSON."""
-    return len(json.dumps(body, allow_nan=False, default=_jsonable, separators=(",", ":")))
+    return len(_STRICT_JSON.encode(body))
 
 
 def check_output(body: dict[str, Any], limit: int) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from worker import __version__
 from worker.budgets import Deadline, check_job_pixels
-from worker.decoding import decode_base64, decode_image, read_header
+from worker.decoding import decode_base64, decode_opened, open_image
 from worker.errors import WorkerError
 from worker.progress import report
 from worker.schema import (
@@ -48,14 +48,14 @@ def decode_and_preprocess(
     names = ["images"] if isinstance(request.images, str) else [f"images[{i}]" for i in range(len(encoded))]
     start = time.perf_counter()
     sources = read_sources(encoded, names, config)  # url/path items -> bytes; base64 strings as they are
-    blobs, total = [], 0
+    opened, total = [], 0  # (lazily opened image, header): each image is opened once, here
     for name, source in zip(names, sources):
         try:
-            blob = decode_base64(source) if isinstance(source, str) else source
-            total += read_header(blob, limits=config).pixels
+            image, header = open_image(decode_base64(source) if isinstance(source, str) else source, limits=config)
         except WorkerError as exc:
             raise _with_field(exc, name) from None
-        blobs.append(blob)
+        total += header.pixels
+        opened.append((image, header))
     check_job_pixels(total, config.max_job_pixels)
     decode_s, preprocess_s = time.perf_counter() - start, 0.0
     preprocess_config = host.preprocess_config
@@ -67,10 +67,10 @@ def decode_and_preprocess(
         start = time.perf_counter()
         try:
             # The PIL image goes to the transform as it is: an array copy of a 12 MP photo costs ~0.1 s.
-            image = decode_image(blobs[i], channels=channels, limits=config, reduction=host.reduction)
+            image = decode_opened(opened[i], channels=channels, reduction=host.reduction)
         except WorkerError as exc:
             raise _with_field(exc, names[i]) from None
-        blobs[i] = b""
+        opened[i] = None  # the encoded bytes go with it
         decoded = time.perf_counter()
         row = host.fns.to_pixel_values([image], host.transform, preprocess_config)
         return row, decoded - start, time.perf_counter() - decoded
@@ -80,12 +80,12 @@ def decode_and_preprocess(
         # Each image is decoded and preprocessed on the worker's image pool: Pillow and the resize
         # release the GIL, so a job's images use every core (one full-size image per thread alive).
         # One image runs inline (no thread hop).
-        futures = [pool.submit(one, i) for i in range(len(blobs))] if pool and len(blobs) > 1 else None
+        futures = [pool.submit(one, i) for i in range(len(opened))] if pool and len(opened) > 1 else None
         try:
-            for i in range(len(blobs)):
+            for i in range(len(opened)):
                 done.append(futures[i].result() if futures else one(i))
                 report(i + 1, "decode")
-                deadline.check(i + 1, len(blobs))
+                deadline.check(i + 1, len(opened))
         finally:
             for future in futures or []:  # a failed image fails the job: drop the work not started yet
                 future.cancel()
