@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from worker import acceleration
 from worker.config import ConfigError, WorkerConfig
 from worker.runtime import Worker
 from worker.startup import BackgroundImport, process_age_ms
+from worker.telemetry import rss_mb
 
 from .stub_notebooks import stub_functions
 
@@ -93,3 +95,18 @@ def test_gpu_settings_off_on_cpu_leave_the_forward_alone():
     assert acceleration.wants_channels_last("off", model=None, device="cuda") is False
     with acceleration.autocast("off", "cpu"):
         pass
+
+
+def test_rss_is_read_fresh_from_the_kept_statm_and_a_forked_child_reads_its_own():
+    before = rss_mb()
+    block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+    assert rss_mb() >= before + 48
+    del block
+    read, write = os.pipe()
+    if (pid := os.fork()) == 0:  # the child allocates alone: the parent's number must not move
+        held = np.ones(96 * 2**20, dtype=np.uint8)
+        os.write(write, str(rss_mb() if held.any() else 0).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = float(os.read(read, 64))
+    assert child >= 96 and rss_mb() < child - 48
