@@ -1,6 +1,6 @@
 """Cold start: process spawn -> first answer of RunPod's local API, vs the floor and a plain handler.
 
-    python -m benchmarks.cold_start [--runs 5] [--vit-runs 3]
+    python -m benchmarks.cold_start [--runs 5] [--vit-runs 5]
 
 The floor is a process that only imports what the model needs, loads the same weights and runs
 one forward, then exits: what any worker must pay. The worker additionally validates its config,
@@ -13,6 +13,7 @@ ViT-base (benchmarks/realdata.py) the weight loading is also compared with
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import time
@@ -83,7 +84,7 @@ def weight_loading(base: Path, repeats: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--vit-runs", type=int, default=3)
+    parser.add_argument("--vit-runs", type=int, default=5)
     parser.add_argument("--models", default="models")
     args = parser.parse_args()
     root = Path.cwd()
@@ -98,14 +99,24 @@ def main() -> None:
     vit = model_dir("vit-base")
     vit_env = {"FASTBACKEND_BASE_MODEL": str(vit), "FASTBACKEND_ADAPTERS_DIR": str(vit / "no-adapters")}
     photo = {"input": {"images": encoded_photos(1, 1)[0]}}  # one 1 MP JPEG, both answer a predict
-    samples: dict[str, list[float]] = {"worker": [], "floor": [], "plain": []}
-    for _ in range(args.vit_runs):
-        samples["worker"].append(spawn_to_answer(root, vit_env, photo))
-        samples["floor"].append(floor(VIT_FLOOR.format(base=vit)))
-        samples["plain"].append(
-            spawn_to_answer(root, {"PLAIN_MODEL": str(vit)}, photo, module="benchmarks.plain_handler")
-        )
-    vw, vf, vp = (median_ms(samples[k]) for k in ("worker", "floor", "plain"))
+    starts = {
+        "worker": lambda: spawn_to_answer(root, vit_env, photo),
+        "worker_no_warmup": lambda: spawn_to_answer(root, {**vit_env, "FASTBACKEND_WARMUP": "false"}, photo),
+        "floor": lambda: floor(VIT_FLOOR.format(base=vit)),
+        "plain": lambda: spawn_to_answer(root, {"PLAIN_MODEL": str(vit)}, photo, module="benchmarks.plain_handler"),
+    }
+    samples: dict[str, list[float]] = {k: [] for k in starts}
+    for round_ in range(args.vit_runs):
+        # Rounds of one start each, the order turning: this machine's speed drifts over minutes, so
+        # each ratio is taken within a round and the median of those is reported.
+        names = list(starts)
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            samples[name].append(starts[name]())
+    vw, vn, vf, vp = (median_ms(samples[k]) for k in ("worker", "worker_no_warmup", "floor", "plain"))
+
+    def ratio(a: str, b: str) -> float:
+        return round(statistics.median(x / y for x, y in zip(samples[a], samples[b])), 3)
+
     load_ms, load_file_ms = weight_loading(vit, max(args.vit_runs, 3))
     print(
         table(
@@ -120,12 +131,23 @@ def main() -> None:
     print()
     print(
         table(
-            f"Cold start, ViT-base/16 224 (330 MB), median of {args.vit_runs}",
+            f"Cold start, ViT-base/16 224 (330 MB), medians of {args.vit_runs} rounds (ratios within each round)",
             ["what", "ms", "vs floor", "vs plain handler"],
             [
-                ("worker: spawn -> first /runsync answer", vw, f"{vw / vf:.2f}x", f"{vw / vp:.2f}x"),
-                ("floor: torch + transformers + weights + one forward", vf, "1.00x", f"{vf / vp:.2f}x"),
-                ("plain handler (benchmarks/plain_handler.py)", vp, f"{vp / vf:.2f}x", "1.00x"),
+                (
+                    "worker: spawn -> first /runsync answer",
+                    vw,
+                    f"{ratio('worker', 'floor'):.2f}x",
+                    f"{ratio('worker', 'plain'):.2f}x",
+                ),
+                (
+                    "worker, FASTBACKEND_WARMUP=false",
+                    vn,
+                    f"{ratio('worker_no_warmup', 'floor'):.2f}x",
+                    f"{ratio('worker_no_warmup', 'plain'):.2f}x",
+                ),
+                ("floor: torch + transformers + weights + one forward", vf, "1.00x", f"{ratio('floor', 'plain'):.2f}x"),
+                ("plain handler (benchmarks/plain_handler.py)", vp, f"{ratio('plain', 'floor'):.2f}x", "1.00x"),
                 ("weight loading: worker's load_base_model", load_ms, "", ""),
                 ("weight loading: safetensors.torch.load_file", load_file_ms, "", ""),
             ],
@@ -135,13 +157,16 @@ def main() -> None:
         "embedded": {"worker_ms": w, "floor_ms": f, "ratio": round(w / f, 3), "runs": args.runs},
         "vit_base": {
             "worker_ms": vw,
+            "worker_no_warmup_ms": vn,
             "floor_ms": vf,
             "plain_handler_ms": vp,
-            "worker_over_floor": round(vw / vf, 3),
-            "worker_over_plain": round(vw / vp, 3),
+            "worker_over_floor": ratio("worker", "floor"),
+            "worker_over_plain": ratio("worker", "plain"),
+            "worker_no_warmup_over_plain": ratio("worker_no_warmup", "plain"),
             "load_base_model_ms": load_ms,
             "load_file_ms": load_file_ms,
             "runs": args.vit_runs,
+            "samples_s": {k: [round(v, 3) for v in vs] for k, vs in samples.items()},
         },
     }
     print(f"saved {save('cold_start', record)}")
