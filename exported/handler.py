@@ -57,9 +57,9 @@ if __name__ == "__main__":
 
     # runpod's import spends a second probing the CPU; it runs on a thread while the model loads.
     sdk = BackgroundImport("runpod")
-    # All heavy setup happens here, once, before the worker takes its first job.
-    WORKER.setup_or_exit()
-    WORKER.startup_ms.update(sdk.wait())  # the `health` op shows the breakdown
+    # All heavy setup happens here, once, before the worker takes its first job; the `health` op
+    # shows where the time went.
+    WORKER.setup_or_exit(sdk)
     import runpod  # already imported by the thread: instant
 
     runpod.serverless.start({"handler": async_handler if WORKER.concurrent else handler, **WORKER.start_options()})

@@ -33,7 +33,7 @@ from worker.models import ModelHost
 from worker.ops import OPERATIONS
 from worker.progress import reporter_for, reporting
 from worker.schema import OPS, parse_input, requested_op
-from worker.startup import process_age_ms
+from worker.startup import BackgroundImport, process_age_ms
 from worker.telemetry import Metrics, configure_logging, log_event, ms_since, route_sdk_logs, rss_mb
 
 
@@ -136,15 +136,22 @@ class Worker:
         log_event("setup.done", **timings, adapters=list(host.registry), device=host.device())
         return self
 
-    def setup_or_exit(self, config: WorkerConfig | None = None) -> Worker:
-        """`setup()`, or exit non-zero with one clear line: no job is pulled by a broken worker."""
+    def setup_or_exit(self, sdk: BackgroundImport | None = None, config: WorkerConfig | None = None) -> Worker:
+        """`setup()`, or exit non-zero with one clear line: no job is pulled by a broken worker.
+
+        `sdk`: the SDK's import, started on a thread before setup; waited for here, its import and
+        wait times and the process's age at the end go into `startup_ms` (the `health` op).
+        """
         try:
             self.setup(config)
         except (WorkerError, ConfigError) as exc:
             code = exc.code.value if isinstance(exc, WorkerError) else "CONFIG_INVALID"
             log_event("setup.failed", logging.ERROR, code=code, error=str(exc))
             sys.exit(f"fastbackend: setup failed: {exc}")
+        if sdk is not None:
+            self.startup_ms.update(sdk.wait())
         route_sdk_logs(self.config.log_level)  # only a worker about to start routes the SDK's logs
+        self.startup_ms["process_to_start_ms"] = process_age_ms()
         return self
 
     @property

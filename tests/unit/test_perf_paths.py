@@ -29,7 +29,7 @@ def png_b64(gray: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def gray_levels_worker(tmp_path: Path, decode_threads: int) -> Worker:
+def gray_levels_worker(tmp_path: Path, decode_threads: int, sdk: BackgroundImport | None = None) -> Worker:
     """A worker whose stand-in preprocessing keeps each image's gray level, so order is visible."""
     functions = replace(
         stub_functions(),
@@ -41,7 +41,7 @@ def gray_levels_worker(tmp_path: Path, decode_threads: int) -> Worker:
     config = WorkerConfig(
         base_model="base", adapters_dir=str(tmp_path), device="cpu", log_level="ERROR", decode_threads=decode_threads
     )
-    return Worker(functions).setup(config)
+    return Worker(functions).setup_or_exit(sdk, config) if sdk else Worker(functions).setup(config)
 
 
 @pytest.mark.parametrize("threads", [1, 4], ids=["inline", "pool"])
@@ -68,6 +68,16 @@ def test_setup_reports_the_cold_start_from_process_start(tmp_path):
     timings = worker.startup_ms
     assert 0 < timings["process_to_setup_ms"] <= timings["process_to_ready_ms"]
     assert process_age_ms() >= timings["process_to_ready_ms"]
+
+
+def test_setup_or_exit_waits_for_the_sdk_and_dates_the_hand_over(tmp_path, monkeypatch):
+    from worker import runtime
+
+    routed = []
+    monkeypatch.setattr(runtime, "route_sdk_logs", routed.append)  # the real one rewires this process's stdout
+    timings = gray_levels_worker(tmp_path, 1, sdk=BackgroundImport("json")).startup_ms
+    assert {"json_import_ms", "json_wait_ms"} <= set(timings) and routed == ["ERROR"]
+    assert timings["process_to_ready_ms"] <= timings["process_to_start_ms"] <= process_age_ms()
 
 
 def test_background_import_hands_back_its_timings_and_its_failure():
