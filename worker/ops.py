@@ -48,14 +48,23 @@ def decode_and_preprocess(
     names = ["images"] if isinstance(request.images, str) else [f"images[{i}]" for i in range(len(encoded))]
     start = time.perf_counter()
     sources = read_sources(encoded, names, config)  # url/path items -> bytes; base64 strings as they are
-    opened, total = [], 0  # (lazily opened image, header): each image is opened once, here
+    blobs, total = [], 0
+    # A lone image stays open from its header check to its decode (opened once). A job's several
+    # images are closed after the check and reopened one by one: an open PNG holds its text chunks
+    # (up to 64 MB each in Pillow), so holding them all open would multiply what a job can hold.
+    lone = None
     for name, source in zip(names, sources):
         try:
-            image, header = open_image(decode_base64(source) if isinstance(source, str) else source, limits=config)
+            blob = decode_base64(source) if isinstance(source, str) else source
+            image, header = open_image(blob, limits=config)
         except WorkerError as exc:
             raise _with_field(exc, name) from None
         total += header.pixels
-        opened.append((image, header))
+        if len(sources) == 1:
+            lone = (image, header)
+        else:
+            image.close()
+        blobs.append(blob)
     check_job_pixels(total, config.max_job_pixels)
     decode_s, preprocess_s = time.perf_counter() - start, 0.0
     preprocess_config = host.preprocess_config
@@ -67,10 +76,11 @@ def decode_and_preprocess(
         start = time.perf_counter()
         try:
             # The PIL image goes to the transform as it is: an array copy of a 12 MP photo costs ~0.1 s.
-            image = decode_opened(opened[i], channels=channels, reduction=host.reduction)
+            opened = lone or open_image(blobs[i], limits=config)
+            image = decode_opened(opened, channels=channels, reduction=host.reduction)
         except WorkerError as exc:
             raise _with_field(exc, names[i]) from None
-        opened[i] = None  # the encoded bytes go with it
+        blobs[i] = b""
         decoded = time.perf_counter()
         row = host.fns.to_pixel_values([image], host.transform, preprocess_config)
         return row, decoded - start, time.perf_counter() - decoded
@@ -80,12 +90,12 @@ def decode_and_preprocess(
         # Each image is decoded and preprocessed on the worker's image pool: Pillow and the resize
         # release the GIL, so a job's images use every core (one full-size image per thread alive).
         # One image runs inline (no thread hop).
-        futures = [pool.submit(one, i) for i in range(len(opened))] if pool and len(opened) > 1 else None
+        futures = [pool.submit(one, i) for i in range(len(blobs))] if pool and len(blobs) > 1 else None
         try:
-            for i in range(len(opened)):
+            for i in range(len(blobs)):
                 done.append(futures[i].result() if futures else one(i))
                 report(i + 1, "decode")
-                deadline.check(i + 1, len(opened))
+                deadline.check(i + 1, len(blobs))
         finally:
             for future in futures or []:  # a failed image fails the job: drop the work not started yet
                 future.cancel()

@@ -120,3 +120,27 @@ def test_rss_is_read_fresh_from_the_kept_statm_and_a_forked_child_reads_its_own(
         os._exit(0)
     os.waitpid(pid, 0)
     assert float(os.read(read, 64)) >= 80
+
+
+def test_a_jobs_images_are_not_all_held_open_with_their_png_text(tmp_path):
+    """Pillow keeps an open PNG's text chunks (here 24 MB per image): only the images being
+    decoded may be open at once, never all of a job's."""
+    import tracemalloc
+
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    for i in range(24):
+        text.add_text(f"k{i}", "a" * 1_000_000, zip=True)  # 1 MB each, ~1 KB compressed
+    buffer = io.BytesIO()
+    Image.new("L", (5, 3), 7).save(buffer, format="PNG", pnginfo=text)
+    image = base64.b64encode(buffer.getvalue()).decode()
+    worker = gray_levels_worker(tmp_path, 2)
+    tracemalloc.start()
+    try:
+        answer = worker.handle({"id": "j", "input": {"op": "preprocess", "images": [image] * 8}})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert answer["status"] == "success", answer
+    assert peak < 4 * 24 * 2**20, f"{peak / 2**20:.0f} MB traced at the peak"  # all 8 held: ~190 MB
