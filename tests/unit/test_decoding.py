@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import time
 from dataclasses import replace
 
@@ -191,3 +192,39 @@ def test_fast_decode_leaves_images_under_twice_the_target_alone(fmt):
     data = gen.encode(Image.fromarray(GRAY), fmt)  # 40x24, a model input of 16x16: nothing to reduce
     fast = decode_image(data, channels=1, limits=LIMITS, reduction=fixed_target(16, 16))
     assert np.array_equal(np.asarray(fast), decode(data, channels=1))
+
+
+def test_png_text_chunks_are_dropped_before_pillow_decompresses_them():
+    """64 zTXt chunks of 1 MB each (~64 KB on the wire): the same pixels, without the 62 MB."""
+    import tracemalloc
+
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    for i in range(64):
+        text.add_text(f"k{i}", "a" * 1_000_000, zip=True)
+    text.add_itxt("xmp", "b" * 100_000, zip=True)
+    text.add_text("plain", "c" * 10_000)
+    plain, bomb = io.BytesIO(), io.BytesIO()
+    Image.fromarray(RGB).save(plain, format="PNG")
+    Image.fromarray(RGB).save(bomb, format="PNG", pnginfo=text)
+    assert len(bomb.getvalue()) < 100_000
+    tracemalloc.start()
+    try:
+        pixels = decode(bomb.getvalue())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(pixels, decode(plain.getvalue())) and np.array_equal(pixels, RGB)
+    assert peak < 2 * 2**20, f"{peak / 2**20:.1f} MB traced"
+
+
+@pytest.mark.parametrize("cut", [9, 20, 33, 500])
+def test_a_truncated_png_with_text_is_still_decode_failed(cut):
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    text.add_text("k", "a" * 100, zip=True)
+    buffer = io.BytesIO()
+    Image.fromarray(GRAY).save(buffer, format="PNG", pnginfo=text)
+    refused(buffer.getvalue()[:cut], ErrorCode.IMAGE_DECODE_FAILED)
