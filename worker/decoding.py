@@ -180,8 +180,8 @@ def _too_large(message: str) -> WorkerError:
 def open_image(data: bytes, *, limits: DecodeLimits):  # -> tuple[PIL.Image.Image, Header]
     """Open lazily (Pillow reads the header, not the pixels) and check every limit.
 
-    The opened image holds only its header and a view of `data`: a job checks every header
-    first, keeps what it opened, and decodes each with `decode_opened` (one open per image).
+    The opened image holds its header and a view of `data`; `decode_opened` decodes it, so a
+    job's lone image is opened once for both.
 
     Raises:
         WorkerError: as `read_header`.

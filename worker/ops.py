@@ -50,8 +50,8 @@ def decode_and_preprocess(
     sources = read_sources(encoded, names, config)  # url/path items -> bytes; base64 strings as they are
     blobs, total = [], 0
     # A lone image stays open from its header check to its decode (opened once). A job's several
-    # images are closed after the check and reopened one by one: an open PNG holds its text chunks
-    # (up to 64 MB each in Pillow), so holding them all open would multiply what a job can hold.
+    # images are closed after the check and reopened one by one: an open image holds what its
+    # header carried (an ICC profile inflates to up to 1 MB), so a job never holds all of them.
     lone = None
     for name, source in zip(names, sources):
         try:
