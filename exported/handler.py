@@ -26,10 +26,13 @@ Configuration comes from FASTBACKEND_* environment variables (worker/config.py).
 from __future__ import annotations
 
 from worker.environment import quiet_environment
+from worker.startup import pause_gc
 
 # Offline and quiet before the ML libraries are imported: albumentations checks for updates
 # on import, and a serverless worker must never wait on the network to start.
 quiet_environment()
+if __name__ == "__main__":
+    pause_gc()  # no garbage collection while the libraries and the model load; setup_or_exit resumes it
 
 # The modules `fastbackend export` wrote from the notebooks that define the functions
 # worker/contract.py asks for (export fails when one is missing).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -33,7 +34,7 @@ from worker.models import ModelHost
 from worker.ops import OPERATIONS
 from worker.progress import reporter_for, reporting
 from worker.schema import OPS, parse_input, requested_op
-from worker.startup import BackgroundImport, process_age_ms
+from worker.startup import BackgroundImport, process_age_ms, settle_gc
 from worker.telemetry import Metrics, configure_logging, log_event, ms_since, route_sdk_logs, rss_mb
 
 
@@ -140,7 +141,8 @@ class Worker:
         """`setup()`, or exit non-zero with one clear line: no job is pulled by a broken worker.
 
         `sdk`: the SDK's import, started on a thread before setup; waited for here, its import and
-        wait times and the process's age at the end go into `startup_ms` (the `health` op).
+        wait times and the process's age at the end go into `startup_ms` (the `health` op). Garbage
+        collection paused for setup is settled here (`worker.startup.settle_gc`).
         """
         try:
             self.setup(config)
@@ -151,6 +153,8 @@ class Worker:
         if sdk is not None:
             self.startup_ms.update(sdk.wait())
         route_sdk_logs(self.config.log_level)  # only a worker about to start routes the SDK's logs
+        if not gc.isenabled():  # paused for setup (worker.startup.pause_gc): collect once, freeze, resume
+            self.startup_ms.update(settle_gc())
         self.startup_ms["process_to_start_ms"] = process_age_ms()
         return self
 

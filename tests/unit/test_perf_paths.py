@@ -17,7 +17,7 @@ from PIL import Image
 from worker import acceleration
 from worker.config import ConfigError, WorkerConfig
 from worker.runtime import Worker
-from worker.startup import BackgroundImport, process_age_ms
+from worker.startup import BackgroundImport, pause_gc, process_age_ms
 from worker.telemetry import rss_mb
 
 from .stub_notebooks import stub_functions
@@ -78,6 +78,21 @@ def test_setup_or_exit_waits_for_the_sdk_and_dates_the_hand_over(tmp_path, monke
     timings = gray_levels_worker(tmp_path, 1, sdk=BackgroundImport("json")).startup_ms
     assert {"json_import_ms", "json_wait_ms"} <= set(timings) and routed == ["ERROR"]
     assert timings["process_to_ready_ms"] <= timings["process_to_start_ms"] <= process_age_ms()
+
+
+def test_collection_paused_for_setup_resumes_with_the_survivors_frozen(tmp_path, monkeypatch):
+    import gc
+
+    from worker import runtime
+
+    monkeypatch.setattr(runtime, "route_sdk_logs", lambda level: None)
+    pause_gc()
+    try:
+        timings = gray_levels_worker(tmp_path, 1, sdk=BackgroundImport("json")).startup_ms
+        assert gc.isenabled() and gc.get_freeze_count() > 0 and timings["gc_settle_ms"] >= 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
 
 
 def test_background_import_hands_back_its_timings_and_its_failure():
