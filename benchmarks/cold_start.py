@@ -117,6 +117,9 @@ def main() -> None:
     def ratio(a: str, b: str) -> float:
         return round(statistics.median(x / y for x, y in zip(samples[a], samples[b])), 3)
 
+    def vs(a: str, b: str) -> str:
+        return f"{ratio(a, b):.2f}x"
+
     load_ms, load_file_ms = weight_loading(vit, max(args.vit_runs, 3))
     print(
         table(
@@ -134,20 +137,15 @@ def main() -> None:
             f"Cold start, ViT-base/16 224 (330 MB), medians of {args.vit_runs} rounds (ratios within each round)",
             ["what", "ms", "vs floor", "vs plain handler"],
             [
-                (
-                    "worker: spawn -> first /runsync answer",
-                    vw,
-                    f"{ratio('worker', 'floor'):.2f}x",
-                    f"{ratio('worker', 'plain'):.2f}x",
-                ),
+                ("worker: spawn -> first /runsync answer", vw, vs("worker", "floor"), vs("worker", "plain")),
                 (
                     "worker, FASTBACKEND_WARMUP=false",
                     vn,
-                    f"{ratio('worker_no_warmup', 'floor'):.2f}x",
-                    f"{ratio('worker_no_warmup', 'plain'):.2f}x",
+                    vs("worker_no_warmup", "floor"),
+                    vs("worker_no_warmup", "plain"),
                 ),
-                ("floor: torch + transformers + weights + one forward", vf, "1.00x", f"{ratio('floor', 'plain'):.2f}x"),
-                ("plain handler (benchmarks/plain_handler.py)", vp, f"{ratio('plain', 'floor'):.2f}x", "1.00x"),
+                ("floor: torch + transformers + weights + one forward", vf, "1.00x", vs("floor", "plain")),
+                ("plain handler (benchmarks/plain_handler.py)", vp, vs("plain", "floor"), "1.00x"),
                 ("weight loading: worker's load_base_model", load_ms, "", ""),
                 ("weight loading: safetensors.torch.load_file", load_file_ms, "", ""),
             ],

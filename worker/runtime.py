@@ -153,7 +153,7 @@ class Worker:
         if sdk is not None:
             self.startup_ms.update(sdk.wait())
         route_sdk_logs(self.config.log_level)  # only a worker about to start routes the SDK's logs
-        if not gc.isenabled():  # paused for setup (worker.startup.pause_gc): collect once, freeze, resume
+        if not gc.isenabled():  # paused for setup (worker.startup.pause_gc): freeze what setup made, resume
             self.startup_ms.update(settle_gc())
         self.startup_ms["process_to_start_ms"] = process_age_ms()
         return self

@@ -19,25 +19,35 @@ _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _LATENCY_WINDOW = 2048  # per op: enough for stable p99, bounded memory
 
 
-_STATM: tuple[int, int] | None = None  # (pid, fd of /proc/self/statm), opened by rss_mb
+_STATM_FD: int | None = None  # /proc/self/statm, opened by rss_mb and kept
 _STATM_LOCK = threading.Lock()
+
+
+def _forget_statm() -> None:
+    """In a forked child: the inherited fd reads the parent's memory; the child opens its own."""
+    global _STATM_FD
+    if _STATM_FD is not None:
+        os.close(_STATM_FD)
+        _STATM_FD = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_statm)
 
 
 def rss_mb() -> float:
     """Resident memory of this process in MiB (Linux /proc; 0.0 where unavailable).
 
     Read once per job: the file stays open and is re-read with pread (a few microseconds, where
-    opening it each time cost 30-100 µs). A forked child opens its own.
+    opening it each time cost 30-100 µs).
     """
-    global _STATM
+    global _STATM_FD
     try:
-        statm = _STATM
-        if statm is None or statm[0] != os.getpid():
+        if _STATM_FD is None:
             with _STATM_LOCK:
-                if _STATM is None or _STATM[0] != os.getpid():
-                    _STATM = (os.getpid(), os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC))
-                statm = _STATM
-        pages = int(os.pread(statm[1], 128, 0).split()[1])
+                if _STATM_FD is None:
+                    _STATM_FD = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        pages = int(os.pread(_STATM_FD, 128, 0).split()[1])
     except (OSError, ValueError, IndexError):
         return 0.0
     return round(pages * _PAGE_BYTES / 2**20, 1)
@@ -71,7 +81,7 @@ class _JsonFormatter(logging.Formatter):
 def configure_logging(level: str) -> logging.Logger:
     """Our own logger with its own handler: `import runpod` reconfiguring the root logger
     (it sets INFO and adds a handler) cannot duplicate or reformat our lines."""
-    logger = logging.getLogger(LOGGER_NAME)
+    logger = _LOGGER
     logger.setLevel(level)
     logger.propagate = False
     if not any(getattr(h, "_fastbackend", False) for h in logger.handlers):
