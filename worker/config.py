@@ -72,7 +72,12 @@ class WorkerConfig:
     url_allow_http: bool = False  # https only unless set
     url_allow_networks: tuple[str, ...] = ()  # CIDRs fetched although private/loopback (tests: 127.0.0.0/8)
     url_connect_timeout_ms: int = 3000
-    url_timeout_ms: int = 15000  # one fetch, redirects and body included; every read waits at most what is left
+    url_timeout_ms: int = 15000  # one fetch: lookup, connect, redirects, every read (a monotonic deadline)
+    url_job_timeout_ms: int = 30000  # all of one job's URL fetches together (docs/reference/sources.md)
+    # Bytes read from url/path images (base64 is bounded by max_payload_bytes): one job's, and all
+    # jobs' in flight in this worker. A job holds them until it is answered.
+    max_job_source_bytes: int = 134_217_728
+    max_worker_source_bytes: int = 536_870_912
     max_output_bytes: int = 18_000_000  # margin under RunPod's ~20 MB result limit
     # > 1: async handler, concurrent jobs micro-batched into one forward. On RunPod it is also the
     # throughput cap: the SDK's JobScaler takes at most this many jobs, then pauses 1 s (README).
@@ -111,6 +116,9 @@ class WorkerConfig:
             "max_queued_images",
             "url_connect_timeout_ms",
             "url_timeout_ms",
+            "url_job_timeout_ms",
+            "max_job_source_bytes",
+            "max_worker_source_bytes",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -133,7 +141,12 @@ class WorkerConfig:
         if self.max_output_bytes > RESULT_LIMIT_BYTES:
             raise ConfigError(f"max_output_bytes over RunPod's {RESULT_LIMIT_BYTES} byte result limit")
         # Limits that contradict each other would refuse valid jobs forever (as RATE_LIMITED).
-        for small, large in (("max_batch", "max_queued_images"), ("max_job_pixels", "max_worker_pixels")):
+        for small, large in (
+            ("max_batch", "max_queued_images"),
+            ("max_job_pixels", "max_worker_pixels"),
+            ("max_image_bytes", "max_job_source_bytes"),
+            ("max_job_source_bytes", "max_worker_source_bytes"),
+        ):
             if getattr(self, large) < getattr(self, small):
                 raise ConfigError(
                     f"{large} ({getattr(self, large)}) is below {small} ({getattr(self, small)}): "
