@@ -21,8 +21,8 @@ import numpy as np
 
 OUTPUT_NAMES = ("logits", "pred_boxes")  # the batch-first arrays a detector's forward yields
 DEFAULT_THRESHOLD = 0.5  # the pipeline's
-# A detection in JSON: {"score": 0.123456789, "label": "...", "box": {"xmin": 1234, ...}}, label aside
-DETECTION_JSON_BYTES = 96
+# A detection in JSON, label aside: {"score": 0.12345678901234568, "label": "", "box": {"xmin": -1234.56, ...
+DETECTION_JSON_BYTES = 140
 
 
 def keep_top(detections: list[dict[str, Any]], max_detections: int | None) -> list[dict[str, Any]]:
