@@ -200,8 +200,25 @@ def merge_adapter(model: torch.nn.Module, name: str) -> torch.nn.Module:
 
 
 # %% notebooks/02_inference.ipynb cell ddf9e0bd
-def predict_logits(model: torch.nn.Module, pixel_values: np.ndarray, adapter: str | None = None) -> np.ndarray:
-    """Logits (N, num_labels) as float32 for a batch of preprocessed pixel values."""
+def _drop_mixed_batch_hooks(model: torch.nn.Module) -> None:
+    """Remove peft's `adapter_names` hooks left behind by a forward that raised (peft removes them
+    only after a forward that returns): left in place, every later forward would carry the names."""
+    from peft.tuners.lora.model import _adapter_names_pre_forward_hook
+
+    for module in model.modules():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if getattr(hook, "func", None) is _adapter_names_pre_forward_hook:
+                del module._forward_pre_hooks[key]
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
+
+
+def predict_logits(model: torch.nn.Module, pixel_values: np.ndarray,
+                   adapter: str | None | list[str | None] = None) -> np.ndarray:
+    """Logits (N, num_labels) as float32 for a batch of preprocessed pixel values.
+
+    `adapter`: one adapter name (None = the base), or one per row: a mixed batch through peft's
+    `adapter_names` ("__base__" for the base), as many adapters as the batch holds in one forward.
+    """
     import sys
 
     # Without peft imported no model can be a PeftModel: a base-only worker never pays its import.
@@ -213,7 +230,18 @@ def predict_logits(model: torch.nn.Module, pixel_values: np.ndarray, adapter: st
         x = x.pin_memory()  # page-locked, so the copy below is asynchronous (non_blocking)
     x = x.to(device=first.device, dtype=first.dtype, non_blocking=True)
     with torch.inference_mode():
-        if is_peft and adapter is None:
+        if is_peft and isinstance(adapter, list):
+            named = [a for a in adapter if a is not None]
+            if named and model.active_adapter != named[0]:
+                # peft's modules_to_save pass through when the *active* adapter lacks them: activate one of the batch
+                model.set_adapter(named[0])
+            names = ["__base__" if a is None else a for a in adapter]
+            try:
+                logits = model(pixel_values=x, adapter_names=names).logits
+            except Exception:
+                _drop_mixed_batch_hooks(model)
+                raise
+        elif is_peft and adapter is None:
             with model.disable_adapter():
                 logits = model(pixel_values=x).logits
         else:

@@ -342,22 +342,24 @@ def save_adapter(model: torch.nn.Module, adapter_dir: str | Path, *, base_dir: s
 
     The files do not depend on where the base was or on set order (`base_name` is recorded
     instead of a path; the base is identified by its fingerprint), so a rebuild is bit-identical.
+    The folder is written beside `adapter_dir` under a hidden name, then renamed into place: a
+    worker serving the adapters folder never sees it half-written (worker.adapters.publish_folder).
     """
-    import shutil
+    from worker.adapters import publish_folder, staging_folder
 
     adapter_dir = Path(adapter_dir)
-    if adapter_dir.exists():
-        shutil.rmtree(adapter_dir)
+    staged = staging_folder(adapter_dir)
     saved = model.peft_config[model.active_adapter]
     if not isinstance(saved.target_modules, str):  # peft keeps a set: sorted, so a rebuild is identical
         saved.target_modules = sorted(saved.target_modules)
     saved.base_model_name_or_path = base_name
-    model.save_pretrained(adapter_dir)
-    (adapter_dir / "README.md").unlink(missing_ok=True)  # peft's hub model card embeds local paths
+    model.save_pretrained(staged)
+    (staged / "README.md").unlink(missing_ok=True)  # peft's hub model card embeds local paths
     meta = {"task": task, "description": description, "base_fingerprint": model_fingerprint(base_dir),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad), **(extra or {})}
-    (adapter_dir / ADAPTER_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return adapter_dir
+    (staged / ADAPTER_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    staged.chmod(0o755)  # mkdtemp makes it private; the folder is served, maybe by another user
+    return publish_folder(staged, adapter_dir)
 
 
 # %% notebooks/03_train_adapter.ipynb cell tr-x-grid

@@ -128,11 +128,14 @@ def cmd_adapters_stamp(args: argparse.Namespace) -> int:
     from worker.errors import WorkerError
 
     try:
-        meta = stamp(args.dir, args.base_model, task=args.task, description=args.description)
+        meta = stamp(
+            args.dir, args.base_model, task=args.task, description=args.description, publish_to=args.publish_to
+        )
     except WorkerError as exc:
         print(f"stamp error: {exc}", file=sys.stderr)
         return 1
-    print(f"stamped {args.dir}: base_fingerprint {meta['base_fingerprint']} ({args.base_model})")
+    where = f", published to {Path(args.publish_to) / Path(args.dir).name}" if args.publish_to else ""
+    print(f"stamped {args.dir}: base_fingerprint {meta['base_fingerprint']} ({args.base_model}){where}")
     return 0
 
 
@@ -212,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-model",
         default=os.environ.get(ENV_VARS["base_model"], "models/base"),
         help="a folder or a cached hub id (default: $FASTBACKEND_BASE_MODEL, else models/base)",
+    )
+    stamp.add_argument(
+        "--publish-to",
+        metavar="ADAPTERS_DIR",
+        help="also publish the stamped copy into a (live) adapters folder: written there under a hidden name, "
+        "then renamed to the adapter's name, so running workers never see it half-written",
     )
     stamp.add_argument("--task", default="", help="kept from an existing fastbackend.json when empty")
     stamp.add_argument("--description", default="", help="kept from an existing fastbackend.json when empty")

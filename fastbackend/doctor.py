@@ -277,12 +277,16 @@ def _adapters(report: Diagnosis, host: Any) -> None:
     if not Path(host.config.adapters_dir).is_dir():
         report.checks.append(Check("adapters", f"none ({host.config.adapters_dir}: no folder)", True))
         return
-    host.config = replace(host.config, adapter_cache_size=max(1, len(host.registry)))  # every one is loaded
+    scanned = {s.name for s in host.skipped}
     try:
-        host.preload()  # with `*`: a refused adapter is moved to host.skipped, with its reason
+        host.preload(names=list(host.registry))  # every one is loaded; a refused one is listed with its reason
     except WorkerError as exc:
         report.checks.append(Check("adapters", host.config.adapters_dir, False, exc.message))
+    refused = {s.name: s for s in host.refusals() if s.name not in scanned}
+    host.skipped = [s for s in host.skipped if s.name in scanned] + list(refused.values())
     for name, entry in host.registry.items():
+        if name in refused:
+            continue
         recorded = host.fns.read_adapter_meta(entry.path).get("base_fingerprint")
         how = (
             "the base fingerprint in fastbackend.json matches"

@@ -1,10 +1,12 @@
-"""Micro-batching: concurrent predict jobs for the same adapter share one forward pass.
+"""Micro-batching: concurrent predict jobs share one forward pass, across adapters where they can.
 
 Jobs submit their preprocessed pixels and wait on a future. One batcher thread takes the
-oldest request, then gathers more for the *same* adapter until `max_images` images are
+oldest request, then gathers more that can share its forward until `max_images` images are
 collected, `max_wait_ms` has passed since the first, or no job that could still join is in
-flight, runs one forward, and hands each job exactly its rows back, in order. Requests for
-other adapters wait for a later batch: one forward never mixes adapters.
+flight, runs one forward, and hands each job exactly its rows back, in order. Each request
+carries its adapter and a *mix group* (worker/adapters.py): `join(batch group, request group)`
+says whether it can join (peft's mixed-adapter batches); a request that cannot waits for a
+later batch. The forward gets one adapter, or one per row when the batch mixes them.
 
 A job holds a `Ticket` from the moment it starts until it submits or ends: the batcher waits
 only while some ticket is open, so a lone job never waits for company that is not coming.
@@ -29,9 +31,15 @@ import numpy as np
 from worker.telemetry import percentile
 
 
+def same_group(batch: str, request: str) -> str | None:
+    """The default rule: only requests of the same group (adapter) share a forward."""
+    return batch if batch == request else None
+
+
 @dataclass
 class _Request:
     adapter: str | None
+    group: str
     pixels: np.ndarray
     submitted: float = field(default_factory=time.perf_counter)
     future: Future = field(default_factory=Future)
@@ -87,12 +95,18 @@ def off_cpu() -> Iterator[None]:
 
 
 class MicroBatcher:
-    """Runs `forward(pixels, adapter) -> logits` over batches gathered from concurrent jobs."""
+    """Runs `forward(pixels, adapter or one adapter per row) -> logits` over batches gathered
+    from concurrent jobs."""
 
     def __init__(
-        self, forward: Callable[[np.ndarray, str | None], np.ndarray], max_images: int, max_wait_ms: float
+        self,
+        forward: Callable[[np.ndarray, Any], np.ndarray],
+        max_images: int,
+        max_wait_ms: float,
+        join: Callable[[str, str], str | None] = same_group,
     ) -> None:
         self._forward = forward
+        self._join = join
         self.max_images = max_images
         self.max_wait_s = max_wait_ms / 1000
         # Jobs' own CPU work (parse, decode, preprocess, answer) runs in at most this many threads
@@ -110,8 +124,9 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._run, name="fastbackend-batcher", daemon=True)
         self._thread.start()
 
-    def forward(self, pixels: np.ndarray, adapter: str | None) -> np.ndarray:
+    def forward(self, pixels: np.ndarray, adapter: str | None, group: str | None = None) -> np.ndarray:
         """Blocking: submit and wait for this job's logits (raises what the forward raised).
+        `group`: the adapter's mix group (default: the adapter alone).
 
         A job alone (nothing queued, no other job that could still join) runs its forward in its
         own thread: handing it to the batcher thread and back cost a lone job ~25% on the
@@ -119,7 +134,7 @@ class MicroBatcher:
         """
         if self._alone():
             return self._run_batch_of_one(pixels, adapter)
-        future = self.submit(pixels, adapter)
+        future = self.submit(pixels, adapter, group)
         if _TICKET.get() is None:
             return future.result()
         self.cpu_slots.release()  # waiting for the batch takes no CPU: let another job decode
@@ -154,8 +169,8 @@ class MicroBatcher:
             self._open_tickets += 1
         return Ticket(self)
 
-    def submit(self, pixels: np.ndarray, adapter: str | None) -> Future:
-        request = _Request(adapter, pixels)
+    def submit(self, pixels: np.ndarray, adapter: str | None, group: str | None = None) -> Future:
+        request = _Request(adapter, f"adapter:{adapter}" if group is None else group, pixels)
         ticket = _TICKET.get()
         with self._cond:
             if ticket is not None:
@@ -193,24 +208,26 @@ class MicroBatcher:
 
     def _gather(self) -> list[_Request]:
         first = self._waiting.popleft() if self._waiting else self._next(None)
-        batch, images = [first], len(first.pixels)
+        batch, images, group = [first], len(first.pixels), first.group
         deadline = first.submitted + self.max_wait_s
-        # Requests already set aside for this adapter join first, in arrival order.
+        # Requests already set aside that can join come first, in arrival order.
         for request in list(self._waiting):
-            if request.adapter == first.adapter and images + len(request.pixels) <= self.max_images:
+            joined = self._join(group, request.group)
+            if joined is not None and images + len(request.pixels) <= self.max_images:
                 self._waiting.remove(request)
                 batch.append(request)
-                images += len(request.pixels)
+                images, group = images + len(request.pixels), joined
         while images < self.max_images:
             request = self._next(deadline)
             if request is None:
                 break
-            if request.adapter == first.adapter and images + len(request.pixels) <= self.max_images:
+            joined = self._join(group, request.group)
+            if joined is not None and images + len(request.pixels) <= self.max_images:
                 batch.append(request)
-                images += len(request.pixels)
+                images, group = images + len(request.pixels), joined
             else:
                 self._waiting.append(request)
-                if request.adapter == first.adapter:
+                if joined is not None:
                     break  # the batch is full for it
         return batch
 
@@ -223,7 +240,10 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             try:
-                logits = self._forward(np.concatenate([r.pixels for r in batch]), batch[0].adapter)
+                adapters = {r.adapter for r in batch}
+                per_row = [r.adapter for r in batch for _ in range(len(r.pixels))]
+                adapter = batch[0].adapter if len(adapters) == 1 else per_row
+                logits = self._forward(np.concatenate([r.pixels for r in batch]), adapter)
             except BaseException as exc:  # the model failed: every job of this batch learns why
                 for request in batch:
                     request.future.set_exception(exc)

@@ -53,7 +53,11 @@ class WorkerConfig:
     base_model: str = "models/base"
     adapters_dir: str = "models/adapters"
     preload_adapters: tuple[str, ...] = (ALL,)  # ("*",) = every adapter in the folder
-    adapter_cache_size: int = 4
+    # Loaded adapters kept on the device, LRU by bytes; 0 = derived from free memory and adapter
+    # sizes (worker/adapters.py's default_cache_bytes).
+    adapter_cache_mb: float = 0
+    adapter_recheck_ms: int = 1000  # a served adapter's folder is re-checked for changes this often
+    mix_adapters: bool = True  # jobs for different adapters share forwards (peft's adapter_names) where peft can
     merge_adapter: str = ""  # serve only this adapter, merged into the base (fast path)
     device: str = "auto"  # auto = cuda when available, else cpu
     dtype: str = "float32"
@@ -101,7 +105,6 @@ class WorkerConfig:
 
     def __post_init__(self) -> None:
         positive = (
-            "adapter_cache_size",
             "max_payload_bytes",
             "max_image_bytes",
             "max_image_side",
@@ -124,6 +127,8 @@ class WorkerConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in (
+            "adapter_cache_mb",
+            "adapter_recheck_ms",
             "max_jobs_in_flight",
             "rss_ceiling_mb",
             "cuda_cache_limit_mb",
@@ -132,7 +137,7 @@ class WorkerConfig:
             "progress_min_images",
             "progress_interval_ms",
         ):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # `not >=`: NaN is refused too
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_payload_bytes > RUNSYNC_LIMIT_BYTES:
             raise ConfigError(f"max_payload_bytes over RunPod's {RUNSYNC_LIMIT_BYTES} byte /runsync limit")
@@ -206,6 +211,8 @@ class WorkerConfig:
                     values[f.name] = tuple(n.strip() for n in raw.split(",") if n.strip())
                 elif f.type == "int":
                     values[f.name] = int(raw)
+                elif f.type == "float":
+                    values[f.name] = float(raw)
                 elif f.type == "bool":
                     if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
                         raise ValueError(raw)

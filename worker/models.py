@@ -2,119 +2,71 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
+import itertools
 import logging
+import shutil
 import threading
-import time
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from worker import acceleration
-from worker.config import ALL, WorkerConfig, is_adapter_name
+from worker.adapters import (
+    BASE_GROUP,
+    PRELOAD_ALL_LIMIT,
+    AdapterCache,
+    AdapterCatalog,
+    AdapterEntry,
+    Loaded,
+    SkippedAdapter,
+    alone_group,
+    default_cache_bytes,
+    free_memory_bytes,
+    layout_of,
+    mixed_group,
+    scan_adapter_folders,
+    stage,
+)
+from worker.batching import off_cpu
+from worker.config import ALL, WorkerConfig
 from worker.contract import NotebookFunctions
 from worker.decoding import Reduction
-from worker.errors import ErrorCode, ModelLoadFailed, WorkerError
-from worker.hub import is_hub_id, local_model_dir
+from worker.errors import ErrorCode, WorkerError
+from worker.hub import local_model_dir
 from worker.telemetry import log_event
 
-
-@dataclass(frozen=True)
-class AdapterEntry:
-    name: str
-    path: Path
-    task: str
-    description: str
-
-
-@dataclass(frozen=True)
-class SkippedAdapter:
-    name: str
-    path: str
-    reason: str
-
-
-def adapter_folder(path: Path) -> Path | None:
-    """The folder holding the adapter: `path`, or peft's named layout `path/<adapter name>/`."""
-    if (path / "adapter_config.json").is_file():
-        return path
-    nested = [p for p in sorted(path.iterdir()) if (p / "adapter_config.json").is_file()]
-    return nested[0] if len(nested) == 1 else None
-
-
-def skip_reason(path: Path, folder: Path | None, base_model: str) -> str:
-    if folder is None:
-        return "no adapter_config.json (nor one in a single subfolder, peft's named layout)"
-    if not is_adapter_name(path.name):
-        return f"folder name {path.name!r} does not follow the adapter-name rule"
-    try:
-        trained_on = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    except (OSError, ValueError) as exc:
-        return f"{folder / 'adapter_config.json'}: unreadable ({exc})"
-    # Comparable only when both are hub ids: a folder path differs between machines.
-    if isinstance(trained_on, str) and is_hub_id(trained_on) and is_hub_id(base_model) and trained_on != base_model:
-        return f"{folder / 'adapter_config.json'}: base_model_name_or_path {trained_on!r}, serving {base_model!r}"
-    return ""
-
-
-def scan_adapter_folders(
-    adapters_dir: Path, fns: NotebookFunctions, base_model: str = ""
-) -> tuple[dict[str, AdapterEntry], list[SkippedAdapter]]:
-    """The registry (every subfolder holding an adapter, in peft's flat or named layout) and the
-    folders skipped, each with its reason; one log line per folder. Only registered names can be
-    asked for; a job never supplies a path.
-
-    Raises:
-        ModelLoadFailed: the folder exists but cannot be read.
-    """
-    if not adapters_dir.is_dir():
-        log_event("adapters.no_folder", logging.WARNING, path=str(adapters_dir), note="serving the base alone")
-        return {}, []
-    registry, skipped = {}, []
-    try:
-        for path in sorted(p for p in adapters_dir.iterdir() if p.is_dir()):
-            folder = adapter_folder(path)
-            reason = skip_reason(path, folder, base_model)
-            if not reason:
-                try:
-                    meta = fns.read_adapter_meta(folder)
-                except WorkerError as exc:
-                    reason = str(exc)
-            if reason:
-                skipped.append(SkippedAdapter(path.name, str(path), reason))
-                log_event("adapter.skipped", logging.WARNING, name=path.name, path=str(path), reason=reason)
-                continue
-            registry[path.name] = AdapterEntry(path.name, folder, meta.get("task", ""), meta.get("description", ""))
-            log_event("adapter.found", name=path.name, path=str(folder), nested=folder != path)
-    except OSError as exc:
-        raise ModelLoadFailed(f"{adapters_dir}: unreadable ({exc.strerror or exc})") from exc
-    return registry, skipped
-
-
-def scan_adapters(adapters_dir: Path, fns: NotebookFunctions, base_model: str = "") -> dict[str, AdapterEntry]:
-    """The registry of `scan_adapter_folders`, without the skipped list."""
-    return scan_adapter_folders(adapters_dir, fns, base_model)[0]
+__all__ = ["AdapterEntry", "ModelHost", "SkippedAdapter"]
+UNSIZED = 2**62
+MIX_TOLERANCE = 1e-5  # a mixed forward must equal one forward per adapter within this (relative to the logits)
 
 
 class ModelHost:
-    """Owns the model. Adapters load on demand into an LRU cache of `adapter_cache_size`."""
+    """Owns the model. Adapters are looked up when asked for and load into a cache sized by bytes."""
 
     def __init__(self, config: WorkerConfig, fns: NotebookFunctions) -> None:
         self.config = config
         self.fns = fns
-        self.lock = threading.RLock()  # peft's active adapter is global state: one forward at a time
+        self.lock = threading.RLock()  # the model is shared state: forwards, attaches, detaches one at a time
         self.model: Any = None
         self.merged = ""
-        self.registry: dict[str, AdapterEntry] = {}
+        self.registry: dict[str, AdapterEntry] = {}  # a full scan's result (`scan_adapters`: doctor, `adapters` op)
         self.skipped: list[SkippedAdapter] = []  # found but not served, each with its reason
         self.fingerprint = ""
         self.labels: list[str] = []
         self.preprocess_config: Any = None
         self.transform: Any = None
         self.reduction: Reduction | None = None  # FASTBACKEND_FAST_DECODE=on: the model's resize, for decoding
-        self._cache: OrderedDict[str, float] = OrderedDict()  # name -> load seconds
-        self.counters = {"hits": 0, "misses": 0, "evictions": 0}
+        self.catalog = AdapterCatalog(Path(config.adapters_dir), config.base_model, config.adapter_recheck_ms / 1000)
+        # Unsized until `preload`, which derives the default from what it loaded and the free memory.
+        self.cache = AdapterCache(budget_bytes=int(config.adapter_cache_mb * 2**20) or UNSIZED)
+        self._state = threading.Lock()  # guards the cache's bookkeeping (never held during I/O or a forward)
+        self._loading: dict[str, threading.Lock] = {}  # one load per name at a time; other names go on
+        self._refused: dict[str, tuple[tuple, str]] = {}  # name -> (signature, reason): not retried until it changes
+        self._layouts: dict[tuple, tuple[bool, str]] = {}  # layout -> (mixes, why not), probed once per layout
+        self._keys = itertools.count(1)
+        self._attached: set[str] = set()  # keys attached to the model (peft's adapter names)
+        self._lingering: list[str] = []  # no longer served, still attached: peft needs one adapter
         self._device = ""
 
     # -- setup ---------------------------------------------------------------
@@ -129,13 +81,14 @@ class ModelHost:
         return self._device
 
     def load_base(self) -> None:
-        """The base's processor, the model, then the adapter folders (`fastbackend doctor` runs the
-        same three steps one by one, to report each)."""
+        """The base's processor, the model, then the adapters folder (`fastbackend doctor` runs the
+        same steps one by one, to report each)."""
         self.device()  # an absent device fails first, in one line
         base = local_model_dir(self.config.base_model)  # a folder, or a hub id's cached snapshot
         self.load_processor(base)
         self.load_model(base)
-        self.scan_adapters()
+        if not Path(self.config.adapters_dir).is_dir():
+            log_event("adapters.no_folder", logging.WARNING, path=self.config.adapters_dir, note="base alone for now")
 
     def load_processor(self, base: Path) -> None:
         self.preprocess_config = config = self.fns.read_preprocess_config(base)
@@ -154,31 +107,54 @@ class ModelHost:
         self.fingerprint = self.fns.model_fingerprint(base) if base.is_dir() else ""
 
     def scan_adapters(self) -> None:
+        """A full scan of the adapters folder into `registry` / `skipped` (doctor; never per job)."""
         self.registry, self.skipped = scan_adapter_folders(
             Path(self.config.adapters_dir), self.fns, self.config.base_model
         )
 
-    def preload(self) -> list[str]:
-        """Load the configured adapters (or merge the one to merge). Returns the names loaded."""
+    def preload(self, names: list[str] | None = None) -> list[str]:
+        """Load `names` (default: the configured ones; `*` = the first PRELOAD_ALL_LIMIT folders by
+        name), or merge the one to merge, then size the cache. Returns the names loaded.
+
+        Raises:
+            WorkerError: an adapter named in FASTBACKEND_PRELOAD_ADAPTERS cannot be served.
+        """
         if self.config.merge_adapter:
-            self.validate(self.config.merge_adapter)
-            self.ensure(self.config.merge_adapter)
-            with self.lock:
-                self.model = self.fns.merge_adapter(self.model, self.config.merge_adapter)
-                self.merged = self.config.merge_adapter
-            return [self.merged]
-        wanted = list(self.registry) if ALL in self.config.preload_adapters else list(self.config.preload_adapters)
-        for name in wanted[: self.config.adapter_cache_size]:
+            name = self.config.merge_adapter
             self.validate(name)
+            with self.serving(name) as (key, _):
+                with self.lock:
+                    self.model = self.fns.merge_adapter(self.model, key)
+                    self.merged = name
+            self.cache.budget_bytes = self.cache.nbytes  # nothing else loads
+            return [name]
+        everything = names is None and ALL in self.config.preload_adapters
+        explicit = names is None and not everything
+        if names is None:
+            names = self.catalog.names()[:PRELOAD_ALL_LIMIT] if everything else list(self.config.preload_adapters)
+        for name in names:
             try:
-                self.ensure(name)
+                self.validate(name)
+                with self.serving(name):
+                    pass
             except WorkerError as exc:
-                if ALL not in self.config.preload_adapters:
+                if explicit:
                     raise  # named explicitly: the operator asked for it, so setup stops
-                entry = self.registry.pop(name)  # with `*`: refused and listed, the others serve
-                self.skipped.append(SkippedAdapter(name, str(entry.path), str(exc)))
-                log_event("adapter.refused", logging.WARNING, name=name, path=str(entry.path), reason=str(exc))
-        return list(self._cache)
+                path = str(Path(self.config.adapters_dir) / name)
+                self.skipped.append(SkippedAdapter(name, path, str(exc)))
+                log_event("adapter.refused", logging.WARNING, name=name, path=path, reason=str(exc))
+        if self.cache.budget_bytes == UNSIZED:
+            self.cache.budget_bytes = self._default_budget()
+        return list(self.cache.entries)
+
+    def _default_budget(self) -> int:
+        sizes = [e.nbytes for e in self.cache.entries.values()]
+        for name in self.catalog.names()[:8]:  # a few folders' sizes: a stat each
+            with contextlib.suppress(WorkerError):
+                sizes.append(self.catalog.lookup(name).weight_bytes)
+        budget = default_cache_bytes(free_memory_bytes(self.device()), sizes)
+        log_event("adapters.cache", budget_mb=round(budget / 2**20, 1), sampled=len(sizes))
+        return budget
 
     def compile(self) -> None:
         """torch.compile the served model (after adapters are attached, so they are compiled in)."""
@@ -191,80 +167,189 @@ class ModelHost:
 
         c = self.preprocess_config
         blank = np.zeros((1, c.num_channels, c.height, c.width), dtype=np.float32)
-        for adapter in [None, *self._cache] if not self.merged else [self.merged]:
-            self.forward(blank, adapter)
+        for key in [None] if self.merged else [None, *(e.key for e in self.cache.entries.values())]:
+            self.forward(blank, key)
 
     # -- serving -------------------------------------------------------------
     def validate(self, name: str | None) -> None:
-        """Refuse an adapter this worker cannot serve, before any work is done for the job.
-
-        Called once per job (the predict op) and per configured adapter (preload); `ensure`
-        and `forward` trust a validated name.
+        """Refuse an adapter this worker cannot serve, before any work is done for the job (a few
+        `stat` calls at most; no file is read).
 
         Raises:
-            WorkerError: UNKNOWN_ADAPTER.
+            WorkerError: UNKNOWN_ADAPTER, ADAPTER_INCOMPLETE, ADAPTER_INCOMPATIBLE.
         """
-        if name is None:
-            if self.merged:
-                raise WorkerError(
-                    ErrorCode.UNKNOWN_ADAPTER,
-                    f"this worker serves only adapter {self.merged!r}, merged into the base; name it in `adapter`",
-                    field="adapter",
-                )
-            return
         if self.merged:
             if name != self.merged:
+                said = "no adapter named" if name is None else f"unknown adapter {name!r}"
                 raise WorkerError(
                     ErrorCode.UNKNOWN_ADAPTER,
-                    f"unknown adapter {name!r}; this worker serves only {self.merged!r}",
+                    f"{said}: this worker serves only adapter {self.merged!r}, merged into the base",
                     field="adapter",
                 )
             return
-        if name not in self.registry:
-            known = ", ".join(self.registry) or "none"
-            raise WorkerError(ErrorCode.UNKNOWN_ADAPTER, f"unknown adapter {name!r}; known: {known}", field="adapter")
+        if name is not None:
+            self._snapshot(name)
 
-    def ensure(self, name: str | None) -> None:
-        """Make a validated adapter ready to serve: a cache hit, or a load (evicting the LRU one).
+    def _snapshot(self, name: str) -> Any:
+        try:
+            snapshot = self.catalog.lookup(name)
+        except WorkerError as exc:
+            if exc.code is ErrorCode.UNKNOWN_ADAPTER:  # removed from disk: its loaded version goes too
+                with self._state:
+                    gone = self.cache.drop(name)
+                self._detach(gone)
+            raise
+        refused = self._refused.get(name)
+        if refused is not None and refused[0] == snapshot.signature:
+            raise WorkerError(ErrorCode.ADAPTER_INCOMPATIBLE, refused[1], field="adapter")
+        return snapshot
+
+    @contextlib.contextmanager
+    def serving(self, name: str | None) -> Iterator[tuple[str | None, str]]:
+        """Make `name` ready and keep it loaded while the block runs (the job's forward).
+
+        Yields (the key to pass to `forward`, the adapter's mix group). A load reads the folder in
+        the calling job's thread and outside the model's lock: jobs for other adapters go on.
 
         Raises:
-            WorkerError: ADAPTER_INCOMPATIBLE from the loader.
+            WorkerError: as `validate`, and ADAPTER_INCOMPATIBLE from the loader.
         """
         if name is None or self.merged:
+            yield None, BASE_GROUP if self._mixing_possible() else alone_group("")
             return
-        entry = self.registry[name]
-        with self.lock:
-            if name in self._cache:
-                self.counters["hits"] += 1
-                self._cache.move_to_end(name)
-                return
-            self.counters["misses"] += 1
-            started = time.perf_counter()
-            self.model = self.fns.attach_adapter(
-                self.model, entry.path, name, base_fingerprint=self.fingerprint or None
-            )
-            self._cache[name] = time.perf_counter() - started
-            # Evict after loading: peft cannot hold zero adapters, and a refused load evicts nothing.
-            while len(self._cache) > self.config.adapter_cache_size:
-                evicted, _ = self._cache.popitem(last=False)
-                self.fns.detach_adapter(self.model, evicted)
-                self.counters["evictions"] += 1
+        entry = self._acquire(name)
+        try:
+            yield entry.key, entry.group
+        finally:
+            with self._state:
+                done = self.cache.release(entry)
+            self._detach(done)
 
-    def forward(self, pixel_values: Any, adapter: str | None) -> Any:
-        """Logits for `pixel_values` through a validated adapter (None = the base)."""
+    def _mixing_possible(self) -> bool:
+        return self.config.mix_adapters and not (self.merged or self.config.compile)
+
+    def _acquire(self, name: str) -> Loaded:
+        snapshot = self._snapshot(name)
+        with self._state:
+            entry = self.cache.hit(name, snapshot.signature)
+            lock = self._loading.setdefault(name, threading.Lock())
+        if entry is not None:
+            return entry
+        with lock:
+            with self._state:  # loaded by another job while this one waited for the lock
+                entry = self.cache.hit(name, snapshot.signature)
+            return entry or self._load(snapshot)
+
+    def _load(self, snapshot: Any) -> Loaded:
+        with off_cpu():  # the slow part (a network volume), in this job's thread, no lock held
+            staged = stage(snapshot)
+        try:
+            with self.lock:
+                key = f"adapter-{next(self._keys)}"  # peft's names cannot hold '.'; one per version
+                try:
+                    self.model = self.fns.attach_adapter(
+                        self.model, staged, key, base_fingerprint=self.fingerprint or None
+                    )
+                except WorkerError as exc:
+                    with self._state:
+                        self._refused[snapshot.name] = (snapshot.signature, exc.message)
+                        self.cache.counters["refused"] += 1
+                    raise
+                self._attached.add(key)
+                group = self._group(key, staged)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        self._refused.pop(snapshot.name, None)
+        entry = Loaded(snapshot.name, key, snapshot.signature, snapshot.weight_bytes, group)
+        with self._state:
+            evicted = self.cache.add(entry)
+        self._detach(evicted)  # and a lingering one, now that another is attached
+        log_event("adapter.loaded", name=snapshot.name, key=key, bytes=snapshot.weight_bytes, group=group)
+        return entry
+
+    def _group(self, key: str, folder: Path) -> str:
+        """The adapter's mix group: its layout's, once a mixed forward of that layout has been seen
+        to equal one forward per adapter; else a group of its own (per-adapter batches)."""
+        if not self._mixing_possible():
+            return alone_group(key)
+        layout = layout_of(folder)
+        if layout not in self._layouts:
+            self._layouts[layout] = self._probe(key)
+            mixes, why = self._layouts[layout]
+            log_event("adapters.mixing", logging.INFO if mixes else logging.WARNING, layout=repr(layout), reason=why)
+        return mixed_group(layout) if self._layouts[layout][0] else alone_group(key)
+
+    def _probe(self, key: str) -> tuple[bool, str]:
+        """Two random rows, the adapter and the base in one forward, against one forward each."""
+        import numpy as np
+
+        c = self.preprocess_config
+        rows = np.random.default_rng(0).standard_normal((2, c.num_channels, c.height, c.width)).astype(np.float32)
+        try:
+            mixed = self.forward(rows, [key, None])
+        except Exception as exc:  # peft refuses: DoRA, a modules_to_save it cannot mix, a reshaped batch
+            return False, f"peft cannot mix this adapter's layout: {type(exc).__name__}: {exc}"[:300]
+        alone = np.concatenate([self.forward(rows[:1], key), self.forward(rows[1:], None)])
+        scale = max(1.0, float(np.abs(alone).max()))
+        if not np.abs(mixed - alone).max() <= MIX_TOLERANCE * scale:
+            return False, f"a mixed forward differs from per-adapter forwards by {np.abs(mixed - alone).max():.2e}"
+        return True, ""
+
+    def _detach(self, entries: list[Loaded]) -> None:
+        """Detach versions nobody uses any more. Takes the model lock: never call it holding `_state`
+        (a load holds the model lock, then takes `_state`). peft cannot hold zero adapters (its
+        base-only forward then fails): the last one stays attached until another is loaded."""
         with self.lock:
-            self.ensure(adapter)
-            with acceleration.autocast(self.config.autocast, self.device()):
-                return self.fns.predict_logits(self.model, pixel_values, None if self.merged else adapter)
+            for key in [e.key for e in entries] + self._lingering:
+                if key not in self._attached:
+                    continue
+                if len(self._attached) == 1:
+                    self._lingering = [key]
+                    continue
+                self.fns.detach_adapter(self.model, key)
+                self._attached.discard(key)
+                self._lingering = [k for k in self._lingering if k != key]
+
+    def forward(self, pixel_values: Any, adapter: str | None | list[str | None]) -> Any:
+        """Logits through a loaded adapter key (None = the base), or one key per row (a mixed batch)."""
+        if isinstance(adapter, list) and len(set(adapter)) == 1:
+            adapter = adapter[0]
+        with self.lock, acceleration.autocast(self.config.autocast, self.device()):
+            return self.fns.predict_logits(self.model, pixel_values, adapter)
 
     def cache_state(self) -> dict[str, Any]:
-        with self.lock:
+        with self._state:
             return {
-                "capacity": self.config.adapter_cache_size,
-                "loaded": list(self._cache),
+                "budget_bytes": self.cache.budget_bytes,
+                "bytes": self.cache.nbytes,
+                "loaded": list(self.cache.entries),
                 "merged": self.merged or None,
-                **self.counters,
+                **self.cache.counters,
             }
+
+    def refusals(self) -> list[SkippedAdapter]:
+        """Adapters refused so far (at preload, or by the loader on a request), each with its reason."""
+        found = {s.name: s for s in self.skipped}
+        for name, (_, reason) in list(self._refused.items()):
+            found[name] = SkippedAdapter(name, str(Path(self.config.adapters_dir) / name), reason)
+        return list(found.values())
+
+    def mixing_state(self) -> dict[str, Any]:
+        """Whether jobs for different adapters share forwards, and why not where they do not."""
+        if not self._mixing_possible():
+            why = (
+                f"adapter {self.merged!r} is merged into the base"
+                if self.merged
+                else "torch.compile is on"
+                if self.config.compile
+                else "FASTBACKEND_MIX_ADAPTERS is off"
+            )
+            return {"enabled": False, "reason": f"per-adapter batches: {why}", "layouts": []}
+        layouts = [
+            {"modules_to_save": list(layout[0]), "dora": layout[1], "mixed": mixes, **({"reason": why} if why else {})}
+            for layout, (mixes, why) in self._layouts.items()
+        ]
+        return {"enabled": True, "reason": None, "layouts": layouts}
 
     def release_cuda_cache(self) -> None:
         """Return cached CUDA blocks to the driver once they pass the configured limit."""

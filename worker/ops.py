@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from worker import __version__
+from worker.adapters import scan_adapter_folders
 from worker.budgets import Deadline, check_job_pixels
 from worker.decoding import decode_base64, decode_opened, open_image
 from worker.errors import WorkerError
@@ -110,8 +112,11 @@ def predict(worker: Worker, request: PredictInput) -> dict[str, Any]:
     worker.host.validate(request.adapter)
     pixels, timings = decode_and_preprocess(worker, request)
     start = time.perf_counter()
-    logits = worker.forward(pixels, request.adapter)
-    timings["forward_ms"] = ms_since(start)
+    with worker.host.serving(request.adapter) as (key, group):  # loads here, in this job's thread
+        loaded = time.perf_counter()
+        logits = worker.forward(pixels, key, group)
+    timings["adapter_ms"] = round((loaded - start) * 1000, 3)
+    timings["forward_ms"] = ms_since(loaded)
     predictions = worker.host.fns.top_k(logits, request.top_k, worker.host.labels)
     if request.return_logits:
         for prediction, row in zip(predictions, logits):
@@ -135,14 +140,24 @@ def preprocess(worker: Worker, request: PreprocessInput) -> dict[str, Any]:
 
 
 def adapters(worker: Worker, request: Any) -> dict[str, Any]:
-    loaded = set(worker.host.cache_state()["loaded"])
-    return {
-        "adapters": [
+    """A full scan of the adapters folder now (the one op that reads every folder)."""
+    host = worker.host
+    loaded = set(host.cache_state()["loaded"])
+    if host.merged:
+        served, skipped = [{"name": host.merged, "task": "", "description": "merged", "loaded": True}], []
+    else:
+        registry, found_skipped = scan_adapter_folders(Path(host.config.adapters_dir), host.fns, host.config.base_model)
+        refused = {s.name: s for s in host.refusals() if s.name in registry}
+        served = [
             {"name": e.name, "task": e.task, "description": e.description, "loaded": e.name in loaded}
-            for e in worker.host.registry.values()
-        ],
-        "merged": worker.host.merged or None,
-        "skipped": [{"name": s.name, "path": s.path, "reason": s.reason} for s in worker.host.skipped],
+            for e in registry.values()
+            if e.name not in refused
+        ]
+        skipped = [*found_skipped, *refused.values()]
+    return {
+        "adapters": served,
+        "merged": host.merged or None,
+        "skipped": [{"name": s.name, "path": s.path, "reason": s.reason} for s in skipped],
     }
 
 
@@ -157,6 +172,7 @@ def health(worker: Worker, request: Any) -> dict[str, Any]:
         "dtype": c.dtype,
         "startup_ms": worker.startup_ms,
         "adapter_cache": worker.host.cache_state(),
+        "adapter_mixing": worker.host.mixing_state() if worker.ready else None,
         "limits": {
             "max_payload_bytes": c.max_payload_bytes,
             "max_image_bytes": c.max_image_bytes,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from worker.adapters import join_group
 from worker.batching import MicroBatcher, Ticket
 from worker.budgets import PixelBudget, SourceBytes
 from worker.config import ConfigError, WorkerConfig, production_mode
@@ -125,7 +126,7 @@ class Worker:
         if threads > 1:
             self.image_pool = ThreadPoolExecutor(threads, thread_name_prefix="fastbackend-image")
         if config.concurrency > 1:
-            self.batcher = MicroBatcher(host.forward, config.max_batch, config.max_batch_wait_ms)
+            self.batcher = MicroBatcher(host.forward, config.max_batch, config.max_batch_wait_ms, join=join_group)
             self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="fastbackend-job")
             # Start every job thread now: a thread started during a burst releases the GIL while
             # it starts, and its job could reach the batcher before the burst's others are counted.
@@ -137,7 +138,7 @@ class Worker:
         timings["process_to_ready_ms"] = process_age_ms()
         self.startup_ms = timings
         self.ready = True
-        log_event("setup.done", **timings, adapters=list(host.registry), device=host.device())
+        log_event("setup.done", **timings, adapters=list(host.cache.entries), device=host.device())
         return self
 
     def setup_or_exit(self, sdk: BackgroundImport | None = None, config: WorkerConfig | None = None) -> Worker:
@@ -171,9 +172,12 @@ class Worker:
         concurrency = self.config.concurrency if self.config else 1
         return {"concurrency_modifier": lambda current: concurrency}
 
-    def forward(self, pixels: np.ndarray, adapter: str | None) -> np.ndarray:
-        """One job's logits (adapter already validated): through the micro-batcher when jobs overlap."""
-        return (self.batcher or self.host).forward(pixels, adapter)
+    def forward(self, pixels: np.ndarray, adapter: str | None, group: str | None = None) -> np.ndarray:
+        """One job's logits through a loaded adapter key (`host.serving`); through the micro-batcher,
+        mixed with other jobs of the same mix `group`, when jobs overlap."""
+        if self.batcher is None:
+            return self.host.forward(pixels, adapter)
+        return self.batcher.forward(pixels, adapter, group)
 
     # -- jobs ----------------------------------------------------------------
     async def handle_async(self, job: Any) -> dict[str, Any]:

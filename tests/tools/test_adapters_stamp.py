@@ -40,3 +40,15 @@ def test_stamp_refuses_a_folder_without_an_adapter(models_dir, tmp_path, capsys)
     (tmp_path / "empty").mkdir()
     assert main(["adapters", "stamp", str(tmp_path / "empty"), "--base-model", str(models_dir / "base")]) == 1
     assert "no adapter_config.json" in capsys.readouterr().err
+
+
+def test_stamp_publishes_into_a_live_adapters_folder_by_renames(models_dir, tmp_path, capsys):
+    adapter = _plain_peft_copy(models_dir, tmp_path)
+    live = tmp_path / "live"
+    base = ["--base-model", str(models_dir / "base")]
+    for task in ("first", "second"):  # published, then republished over the served one
+        assert main(["adapters", "stamp", str(adapter), *base, "--task", task, "--publish-to", str(live)]) == 0
+        assert json.loads((live / "rot90" / ADAPTER_META_FILE).read_text())["task"] == task
+    assert sorted(p.name for p in live.iterdir()) == ["rot90"], "no staging folder is left behind"
+    assert not (adapter / ADAPTER_META_FILE).exists(), "the source folder is left as it was"
+    assert "published to" in capsys.readouterr().out

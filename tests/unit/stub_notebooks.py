@@ -6,6 +6,9 @@ would provide (torch model, transforms) is replaced, so these tests need no weig
 
 from __future__ import annotations
 
+import json
+import struct
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -34,3 +37,11 @@ def stub_functions() -> NotebookFunctions:
         top_k=top_k,
         model_labels=lambda model: LABELS,
     )
+
+
+def write_stub_adapter(folder: Path, config: dict | None = None) -> Path:
+    """An adapter folder the runtime accepts as complete: its config and a valid (empty) safetensors file."""
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps(config or {}))
+    (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
+    return folder

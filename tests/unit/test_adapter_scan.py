@@ -19,12 +19,11 @@ from worker.config import WorkerConfig
 from worker.errors import AdapterIncompatible, WorkerError
 from worker.runtime import Worker
 
-from .stub_notebooks import stub_functions
+from .stub_notebooks import stub_functions, write_stub_adapter
 
 
 def adapter(folder: Path, base: str = "") -> None:
-    folder.mkdir(parents=True)
-    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base}))
+    write_stub_adapter(folder, {"base_model_name_or_path": base, "stub_name": folder.name})
 
 
 @pytest.fixture
@@ -46,11 +45,12 @@ def set_up(adapters_dir: Path, functions=None, **overrides) -> Worker:
 
 
 def refusing(name: str):
-    """Stand-ins whose loader refuses one adapter, as attach_adapter does on a key mismatch."""
+    """Stand-ins whose loader refuses one adapter, as attach_adapter does on a key mismatch. The loader
+    sees a staged copy under a key of the runtime's, so the adapter is recognised by its files."""
     stub = stub_functions()
 
     def attach(model, path, adapter_name, base_fingerprint):
-        if adapter_name == name:
+        if json.loads((Path(path) / "adapter_config.json").read_text()).get("stub_name") == name:
             raise AdapterIncompatible(f"{path}/adapter_model.safetensors: 2 of 2 tensors do not match the base")
         return stub.attach_adapter(model, path, adapter_name, base_fingerprint)
 

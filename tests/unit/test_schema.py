@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from worker.adapters import scan_adapters
 from worker.config import ADAPTER_NAME_PATTERN, ConfigError, WorkerConfig
 from worker.errors import ErrorCode, WorkerError
-from worker.models import scan_adapters
 from worker.ops import OPERATIONS
 from worker.schema import DEFAULT_OP, MODELS, OPS, PredictInput, json_schema, parse_input, requested_op
 

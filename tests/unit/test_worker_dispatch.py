@@ -13,7 +13,7 @@ from worker.config import WorkerConfig
 from worker.runtime import Worker
 from worker.telemetry import Metrics, percentile
 
-from .stub_notebooks import LABELS, stub_functions
+from .stub_notebooks import LABELS, stub_functions, write_stub_adapter
 
 
 def png_b64() -> str:
@@ -25,8 +25,7 @@ def png_b64() -> str:
 @pytest.fixture
 def adapters_dir(tmp_path: Path) -> Path:
     for name in ("one", "two"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "adapter_config.json").write_text("{}")
+        write_stub_adapter(tmp_path / name)
     return tmp_path
 
 
@@ -51,7 +50,7 @@ def count_validations(worker: Worker) -> list:
 
 @pytest.mark.parametrize("concurrency", [1, 2], ids=["direct", "micro-batched"])
 def test_a_predict_validates_its_adapter_once(adapters_dir, concurrency):
-    worker = set_up(adapters_dir, concurrency=concurrency, adapter_cache_size=1)
+    worker = set_up(adapters_dir, concurrency=concurrency, adapter_cache_mb=1e-6)
     calls = count_validations(worker)
     for adapter in ("two", "one", None):  # "two" is not cached (cache of 1): the forward loads it
         answer = worker.handle({"id": "j", "input": {"images": png_b64(), "adapter": adapter}})

@@ -48,7 +48,7 @@ def test_same_batch_gives_bit_identical_logits_to_one_direct_forward(make_worker
 
     # Rows in submission order are not guaranteed; compare each job with its own row of one direct forward.
     pixels = [host.fns.to_pixel_values([decoded(j)], host.transform, host.preprocess_config) for j in jobs]
-    direct = predict_logits(host.model, np.concatenate(pixels), "inverted")
+    direct = predict_logits(host.model, np.concatenate(pixels), host.cache.entries["inverted"].key)
     got = {tuple(a["predictions"][0]["logits"]) for a in answers}
     assert got == {tuple(float(v) for v in row) for row in direct}
 
@@ -77,19 +77,42 @@ def test_each_job_gets_its_own_results_in_order_and_matches_sequential(make_work
     assert sum(int(size) * n for size, n in histogram.items()) == 32 and max(map(int, histogram)) > 2
 
 
-def test_jobs_for_different_adapters_are_never_mixed(make_worker):
+def test_jobs_for_different_adapters_share_forwards_and_each_gets_its_own(make_worker):
     calls: list = []
     batched = make_worker(
         functions=functions_recording_forwards(calls), concurrency=8, max_batch_wait_ms=50, warmup=False
     )
+    alone = make_worker(concurrency=1, warmup=False)
+    adapters = ["inverted", "rot90", None]
+    jobs = [job("digits", i, adapters[i % 3], return_logits=True) for i in range(24)]
+    answers = asyncio.run(gather(batched, jobs))
+    assert all(a["status"] == "success" and a["adapter"] == j["input"]["adapter"] for a, j in zip(answers, jobs))
+    for j, answer in zip(jobs, answers):
+        expected = alone.handle(j)["predictions"][0]["logits"]
+        assert np.abs(np.array(answer["predictions"][0]["logits"]) - expected).max() <= 1e-5
+    served = [c for c in calls if isinstance(c[0], list)]  # the probe's forward is not a job's
+    mixed = [c for c in served if len(set(c[0])) > 1 and len(c[0]) > 2]
+    assert mixed, "jobs for different adapters (and the base) met in one forward"
+    assert len(calls) < 24, "concurrent jobs shared forwards"
+
+
+def test_without_mixing_every_forward_serves_one_adapter(make_worker):
+    calls: list = []
+    batched = make_worker(
+        functions=functions_recording_forwards(calls), concurrency=8, max_batch_wait_ms=50, mix_adapters=False
+    )
+    calls.clear()  # warm-up forwards
+    keys = {e.key: name for name, e in batched.host.cache.entries.items()}
     adapters = ["inverted", "rot90", None]
     jobs = [job("digits", i, adapters[i % 3]) for i in range(24)]
     answers = asyncio.run(gather(batched, jobs))
     assert all(a["status"] == "success" and a["adapter"] == j["input"]["adapter"] for a, j in zip(answers, jobs))
-    # Every forward served one adapter; the jobs' images all went through exactly once.
-    per_adapter = {a: sum(n for (b, n) in calls if b == a) for a in adapters}
+    assert not any(isinstance(a, list) for a, _ in calls)
+    per_adapter = {a: sum(n for (b, n) in calls if keys.get(b) == a) for a in adapters}
     assert per_adapter == {"inverted": 8, "rot90": 8, None: 8}
     assert len(calls) < 24, "concurrent jobs shared forwards"
+    mixing = batched.handle({"input": {"op": "health"}})["adapter_mixing"]
+    assert mixing["enabled"] is False and "FASTBACKEND_MIX_ADAPTERS" in mixing["reason"]
 
 
 def test_a_bad_job_among_good_ones_fails_alone(make_worker):

@@ -22,7 +22,7 @@ def test_predict_one_image_as_a_string(worker):
     assert prediction["label"] == str(label) and 0.5 < prediction["score"] <= 1.0
     assert [p["index"] for p in prediction["top_k"]][0] == label and len(prediction["top_k"]) == 3
     assert answer["adapter"] is None
-    assert set(answer["timings"]) == {"decode_ms", "preprocess_ms", "forward_ms", "total_ms"}
+    assert set(answer["timings"]) == {"decode_ms", "preprocess_ms", "adapter_ms", "forward_ms", "total_ms"}
 
 
 def test_predict_a_batch_keeps_order(worker):
@@ -84,7 +84,10 @@ def test_health_reports_startup_by_stage_and_limits(worker):
     # and the cold start seen from the process: spawn to setup start, spawn to ready
     assert set(answer["startup_ms"]) == stages | {"process_to_setup_ms", "process_to_ready_ms"}
     assert answer["limits"]["max_payload_bytes"] == 10_000_000
-    assert answer["adapter_cache"]["capacity"] == 4
+    cache = answer["adapter_cache"]
+    assert cache["bytes"] < cache["budget_bytes"] <= 256 * 2**20, "tiny adapters: 256 MB, or a tenth of free memory"
+    assert set(cache["loaded"]) == {"inverted", "rot90"} and cache["bytes"] > 0
+    assert answer["adapter_mixing"]["enabled"] and [m["mixed"] for m in answer["adapter_mixing"]["layouts"]] == [True]
 
 
 def test_ping_and_echo(worker):
@@ -111,14 +114,15 @@ def test_metrics_counters_match_the_jobs_sent(make_worker):
     json.dumps(metrics, allow_nan=False)
 
 
-def test_lru_cache_loads_on_demand_and_evicts(make_worker):
-    one = make_worker(adapter_cache_size=1, preload_adapters=())
+def test_lru_cache_loads_on_demand_and_evicts_by_bytes(make_worker, models_dir):
+    size = (models_dir / "adapters" / "inverted" / "adapter_model.safetensors").stat().st_size
+    one = make_worker(adapter_cache_mb=1.5 * size / 2**20, preload_adapters=())  # room for one
     for task in ["inverted", "rot90", "inverted", "inverted"]:
         image, label = digit(task, 5)
         assert predict(one, image, adapter=task)["predictions"][0]["label"] == str(label)
     cache = one.handle({"id": "m", "input": {"op": "metrics"}})["adapter_cache"]
-    assert cache["loaded"] == ["inverted"]
-    assert (cache["misses"], cache["hits"], cache["evictions"]) == (3, 1, 2)
+    assert cache["loaded"] == ["inverted"] and cache["bytes"] == size <= cache["budget_bytes"]
+    assert (cache["loads"], cache["hits"], cache["evictions"]) == (3, 1, 2)
 
 
 def test_merged_fast_path_agrees_with_unmerged(make_worker, worker):
