@@ -235,14 +235,15 @@ class ModelHost:
             lock = self._loading.setdefault(name, threading.Lock())
         if entry is not None:
             return entry
-        with lock:
+        # Waiting for another job's load of this name, or loading: no CPU slot held meanwhile (the
+        # job holding the load lock must be able to take one back; the others wait on I/O anyway).
+        with off_cpu(), lock:
             with self._state:  # loaded by another job while this one waited for the lock
                 entry = self.cache.hit(name, snapshot.signature)
             return entry or self._load(snapshot)
 
     def _load(self, snapshot: Any) -> Loaded:
-        with off_cpu():  # the slow part (a network volume), in this job's thread, no lock held
-            staged = stage(snapshot)
+        staged = stage(snapshot)  # the slow part (a network volume), in this job's thread, no lock held
         try:
             with self.lock:
                 key = f"adapter-{next(self._keys)}"  # peft's names cannot hold '.'; one per version
