@@ -271,7 +271,7 @@ class ModelHost:
     def _group(self, key: str, folder: Path) -> str:
         """The adapter's mix group: its layout's, once a mixed forward of that layout has been seen
         to equal one forward per adapter; else a group of its own (per-adapter batches)."""
-        if not self._mixing_possible():
+        if not self._mixing_possible() or self.preprocess_config is None:  # no input shape to probe with
             return alone_group(key)
         layout = layout_of(folder)
         if layout not in self._layouts:
