@@ -252,10 +252,12 @@ class ModelHost:
                         self.model, staged, key, base_fingerprint=self.fingerprint or None
                     )
                 except WorkerError as exc:
+                    # The loader read the staged copy: name the files where the operator put them.
+                    message = exc.message.replace(str(staged), str(snapshot.folder))
                     with self._state:
-                        self._refused[snapshot.name] = (snapshot.signature, exc.message)
+                        self._refused[snapshot.name] = (snapshot.signature, message)
                         self.cache.counters["refused"] += 1
-                    raise
+                    raise WorkerError(exc.code, message, field="adapter") from None
                 self._attached.add(key)
                 group = self._group(key, staged)
         finally:
