@@ -85,6 +85,9 @@ class WorkerConfig:
     max_batch_wait_ms: int = 5  # how long a micro-batch waits for more jobs after its first
     max_jobs_in_flight: int = 0  # 0 = the concurrency
     max_queued_images: int = 1024
+    # A job over a cap (jobs, queued images, decode pixels) waits this long for room before
+    # RATE_LIMITED: on RunPod a job taken from the queue and refused is a FAILED job.
+    max_admission_wait_ms: int = 60000
     rss_ceiling_mb: int = 0  # 0 = off; above it the worker asks RunPod to recycle it
     cuda_cache_limit_mb: int = 2048
     progress_min_images: int = 32  # production mode: jobs this large report progress; 0 = never
@@ -128,6 +131,7 @@ class WorkerConfig:
             "rss_ceiling_mb",
             "cuda_cache_limit_mb",
             "max_batch_wait_ms",
+            "max_admission_wait_ms",
             "decode_threads",
             "progress_min_images",
             "progress_interval_ms",
