@@ -79,3 +79,31 @@ class Deadline:
                 f"after {done} of {total} images; send fewer or smaller images per job",
                 field="images",
             )
+
+
+class SourceBytes:
+    """Bytes of url/path images held by the jobs in this worker (base64 is bounded by the payload
+    limit); taken as they arrive, over the budget the job is refused at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> None:
+        """Raises WorkerError RATE_LIMITED when `size` more bytes would pass the budget."""
+        with self._lock:
+            if self.in_use + size > self.limit:
+                raise WorkerError(
+                    ErrorCode.RATE_LIMITED,
+                    f"worker busy reading images ({self.in_use:,} of {self.limit:,} url/path bytes held by the "
+                    f"jobs in flight, {ENV_VARS['max_worker_source_bytes']}); retry shortly",
+                )
+            self.in_use += size
+
+    def give_back(self, size: int) -> None:
+        with self._lock:
+            self.in_use -= size
+
+    def state(self) -> dict[str, int]:
+        return {"source_bytes_in_flight": self.in_use, "max_worker_source_bytes": self.limit}

@@ -215,9 +215,28 @@ class WorkerConfig:
     )
     url_timeout_ms: int = setting(
         15000,
-        "Whole-fetch limit of one URL image, redirects and body included; every read waits at most what is left.",
+        "Whole-fetch limit of one URL image: lookup, connect, redirects and every read under one monotonic deadline.",
         label="URL fetch timeout (ms)",
         minimum=1,
+    )
+    url_job_timeout_ms: int = setting(
+        30000,
+        "All URL fetches of one job together; the job's first failing image stops the rest.",
+        label="URL fetch timeout per job (ms)",
+        minimum=1,
+    )
+    # Bytes read from url/path images (base64 is bounded by max_payload_bytes): one job's, and all
+    # jobs' in flight in this worker. A job holds them until it is answered. No minimum of their own:
+    # __post_init__ keeps them at least max_image_bytes.
+    max_job_source_bytes: int = setting(
+        134_217_728,
+        "Bytes one job's url/path images may bring together (IMAGE_TOO_LARGE over it); at least the image byte cap.",
+        label="URL/path bytes per job",
+    )
+    max_worker_source_bytes: int = setting(
+        536_870_912,
+        "Bytes of url/path images held by all jobs in flight (RATE_LIMITED over it); at least the per-job budget.",
+        label="URL/path bytes per worker",
     )
     max_output_bytes: int = setting(
         18_000_000,
@@ -321,7 +340,12 @@ class WorkerConfig:
         for f in fields(self):
             _check_bounds(f.name, getattr(self, f.name), describe(f))
         # Limits that contradict each other would refuse valid jobs forever (as RATE_LIMITED).
-        for small, large in (("max_batch", "max_queued_images"), ("max_job_pixels", "max_worker_pixels")):
+        for small, large in (
+            ("max_batch", "max_queued_images"),
+            ("max_job_pixels", "max_worker_pixels"),
+            ("max_image_bytes", "max_job_source_bytes"),
+            ("max_job_source_bytes", "max_worker_source_bytes"),
+        ):
             if getattr(self, large) < getattr(self, small):
                 raise ConfigError(
                     f"{large} ({getattr(self, large)}) is below {small} ({getattr(self, small)}): "

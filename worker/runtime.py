@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from worker.batching import MicroBatcher, Ticket
-from worker.budgets import PixelBudget
+from worker.budgets import PixelBudget, SourceBytes
 from worker.config import ConfigError, WorkerConfig, production_mode
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, WorkerError, classify, error_response
@@ -34,6 +34,7 @@ from worker.models import ModelHost
 from worker.ops import OPERATIONS
 from worker.progress import reporter_for, reporting
 from worker.schema import OPS, parse_input, requested_op
+from worker.sources import holding_sources
 from worker.startup import BackgroundImport, process_age_ms, settle_gc
 from worker.telemetry import Metrics, configure_logging, log_event, ms_since, route_sdk_logs, rss_mb
 
@@ -91,6 +92,7 @@ class Worker:
         self.batcher: MicroBatcher | None = None  # when concurrency > 1
         self.admission = Admission(1, 1)
         self.pixel_budget = PixelBudget(0)  # decoded pixels of the jobs in flight; sized by setup()
+        self.source_bytes = SourceBytes(0)  # url/path bytes held by the jobs in flight; sized by setup()
         self._executor: ThreadPoolExecutor | None = None
         self.image_pool: ThreadPoolExecutor | None = None  # decodes a job's images in parallel
         self.production = False  # set by setup(): progress updates only where RunPod takes them
@@ -106,6 +108,7 @@ class Worker:
         host = self.host = ModelHost(config, self.functions)
         self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images)
         self.pixel_budget = PixelBudget(config.max_worker_pixels)
+        self.source_bytes = SourceBytes(config.max_worker_source_bytes)
         self.production = production_mode()
         timings["config_ms"] = ms_since(start)
         for stage, step in (
@@ -221,7 +224,7 @@ class Worker:
                 min_images=config.progress_min_images,
                 interval_ms=config.progress_interval_ms,
             )
-            with self.admission.admit(images), reporting(progress):
+            with self.admission.admit(images), reporting(progress), holding_sources(config, self.source_bytes):
                 body = {"status": "success", "op": request.op, **run(self, request)}
             if isinstance(body.get("timings"), dict):
                 body["timings"]["total_ms"] = ms_since(started)
