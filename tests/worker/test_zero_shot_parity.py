@@ -30,7 +30,10 @@ def served(request, tmp_path_factory):
     return model, load_tokenizer(folder), AutoImageProcessor.from_pretrained(folder), reference
 
 
-@pytest.mark.parametrize("count", sorted(LABEL_SETS))
+HEAVY = pytest.mark.full
+
+
+@pytest.mark.parametrize("count", [pytest.param(2, marks=HEAVY), 5, pytest.param(20, marks=HEAVY)])
 def test_scores_match_the_pipeline(served, count):
     model, tokenizer, processor, reference = served
     labels = LABEL_SETS[count]
