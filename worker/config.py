@@ -93,6 +93,8 @@ class WorkerConfig:
     # on: decode reduced (JPEG DCT scaling, Image.reduce) to >= 2x the resize's target; pixels then
     # differ slightly from the model's processor (measured in README), so off unless chosen.
     fast_decode: str = "off"
+    # The served task (worker/tasks, transformers' pipeline names); empty = from config.json's architectures.
+    task: str = ""
 
     def __post_init__(self) -> None:
         positive = (

@@ -22,6 +22,7 @@ class ErrorCode(str, enum.Enum):
     UNKNOWN_ADAPTER = "UNKNOWN_ADAPTER"
     ADAPTER_INCOMPATIBLE = "ADAPTER_INCOMPATIBLE"
     MODEL_LOAD_FAILED = "MODEL_LOAD_FAILED"
+    CONFIG_INVALID = "CONFIG_INVALID"  # setup only (a ConfigError): the worker exits before taking a job
     MODEL_NOT_READY = "MODEL_NOT_READY"
     RATE_LIMITED = "RATE_LIMITED"
     OUT_OF_MEMORY = "OUT_OF_MEMORY"
