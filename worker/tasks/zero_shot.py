@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from worker.tasks.base import Arrays, ImageMeta, Task
 
 from worker.clip_towers import image_features, load_tokenizer, logit_scale_bias, text_features
 from worker.errors import ModelLoadFailed
 from worker.schema import PredictInput
+from worker.tasks.base import Arrays, ImageMeta, Task
 from worker.zero_shot import LabelEmbeddings, ZeroShotFields, zero_shot_predictions
 
 _ENTRY_BYTES = 48  # one ranked entry's keys, braces and score, without its label
