@@ -1,0 +1,73 @@
+"""Segmentation answers against transformers' own `image-segmentation` pipeline, in process.
+
+For a tiny random SegFormer and BEiT (built from configs, each with its processor saved), on
+scikit-learn's photos and their variants: the worker's preprocessing (exported/preprocess.py)
+equals AutoImageProcessor's PIL backend, and the masks built by worker/segmentation from the
+logits equal the pipeline's (same labels in the same order, equal on >= 99.9% of pixels) at the
+upright original size. The 12 MP variants run under `make test-full`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from fixtures.photos import variants
+from fixtures.segmenters import SEGMENTERS, build
+from PIL import Image
+
+FAST = ["china", "flower-portrait", "china-gray", "flower-wide"]
+FULL = ["china-12mp", "flower-12mp-portrait"]
+
+
+@pytest.fixture(scope="module", params=list(SEGMENTERS))
+def segmenter(request, tmp_path_factory):
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
+
+    from exported.preprocess import read_preprocess_config
+
+    folder = build(request.param, tmp_path_factory.mktemp(request.param))
+    model = AutoModelForSemanticSegmentation.from_pretrained(folder).eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return {
+        "config": read_preprocess_config(folder),
+        "processor": AutoImageProcessor.from_pretrained(folder, backend="pil"),
+        "model": model,
+        "labels": labels,
+        "pipeline": pipeline("image-segmentation", model=str(folder)),
+    }
+
+
+def _check(segmenter, photo: str) -> None:
+    import torch
+
+    from exported.preprocess import preprocess_image
+    from worker.segmentation.answer import class_map, masks_answer
+
+    image = variants(photo in FULL)[photo]
+    rgb = image.convert("RGB")  # the pipeline's load_image, and the worker's decode for 3 channels
+    ours = preprocess_image(rgb, segmenter["config"])
+    theirs = segmenter["processor"](rgb, return_tensors="np")["pixel_values"][0]
+    assert float(np.abs(ours - theirs).max()) <= 1e-3, photo
+    with torch.inference_mode():
+        logits = segmenter["model"](pixel_values=torch.from_numpy(ours[None])).logits[0].numpy()
+    answer = masks_answer(class_map(logits, (rgb.height, rgb.width)), segmenter["labels"])
+    reference = segmenter["pipeline"](image)
+    assert [a["label"] for a in answer] == [r["label"] for r in reference], photo
+    for entry, expected in zip(answer, reference):
+        mask = Image.open(io.BytesIO(base64.b64decode(entry["mask"])))
+        assert entry["score"] is None and mask.mode == "L" and mask.size == expected["mask"].size
+        assert (np.array(mask) == np.array(expected["mask"])).mean() >= 0.999, (photo, entry["label"])
+
+
+@pytest.mark.parametrize("photo", FAST)
+def test_masks_equal_the_pipelines(segmenter, photo):
+    _check(segmenter, photo)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("photo", FULL)
+def test_masks_of_12mp_photos_equal_the_pipelines(segmenter, photo):
+    _check(segmenter, photo)

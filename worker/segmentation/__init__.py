@@ -1,0 +1,12 @@
+"""Semantic segmentation's own pieces, for the `image-segmentation` task.
+
+- `answer`: the class map of each image (its logits upsampled to the upright original size and
+  argmax'd, as the model's own `post_process_semantic_segmentation`), shaped as transformers'
+  `image-segmentation` pipeline answers (`[{"label", "score": None, "mask"}]`, masks as base64
+  PNGs, mode L 0/255) or in the compact form (one class-id PNG and per-label areas), and the
+  answer's size estimated before it is built.
+
+Preprocessing is the processor-parity engine's (exported/preprocess.py): SegFormer's and BEiT's
+(Data2Vec-vision's) processors are the same resize, rescale and normalise as the classifiers'
+with their own defaults; `do_reduce_labels` touches only training labels, never the pixels.
+"""
