@@ -97,3 +97,21 @@ def test_sixteen_12mp_photos_of_masks_pass_the_result_limit_but_compact_fits():
 def test_output_shape():
     assert output_shape((480, 640), (128, 128), "original") == (480, 640)
     assert output_shape((480, 640), (128, 128), "model") == (128, 128)
+
+
+def test_request_options_route_to_the_answer_and_refuse_unknown_values():
+    import pydantic
+
+    from worker.segmentation.stages import SegmentationOptions, answer_bytes, answers
+
+    logits = np.random.default_rng(2).normal(size=(2, 3, 4, 4)).astype(np.float32)
+    compact = SegmentationOptions(format="compact", output_size="model")
+    small = answers(logits, [(40, 30), (8, 8)], compact, LABELS)
+    assert [a["size"] for a in small] == [[4, 4], [4, 4]]
+    full = answers(logits, [(40, 30), (8, 8)], SegmentationOptions(), LABELS)
+    assert _png(full[0][0]["mask"]).size == (30, 40)
+    assert answer_bytes(compact, [(3000, 4000)], LABELS, (64, 64)) < answer_bytes(
+        SegmentationOptions(), [(3000, 4000)], LABELS, (64, 64)
+    )
+    with pytest.raises(pydantic.ValidationError):
+        SegmentationOptions(format="rle")

@@ -24,13 +24,13 @@ FULL = ["china-12mp", "flower-12mp-portrait"]
 
 @pytest.fixture(scope="module", params=list(SEGMENTERS))
 def segmenter(request, tmp_path_factory):
-    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
+    from transformers import AutoImageProcessor, pipeline
 
     from exported.preprocess import read_preprocess_config
+    from worker.segmentation.stages import load_model
 
     folder = build(request.param, tmp_path_factory.mktemp(request.param))
-    model = AutoModelForSemanticSegmentation.from_pretrained(folder).eval()
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    model, labels = load_model(folder, "cpu", "float32")
     return {
         "config": read_preprocess_config(folder),
         "processor": AutoImageProcessor.from_pretrained(folder, backend="pil"),
@@ -41,19 +41,16 @@ def segmenter(request, tmp_path_factory):
 
 
 def _check(segmenter, photo: str) -> None:
-    import torch
-
     from exported.preprocess import preprocess_image
-    from worker.segmentation.answer import class_map, masks_answer
+    from worker.segmentation.stages import SegmentationOptions, answers, forward_logits
 
     image = variants(photo in FULL)[photo]
     rgb = image.convert("RGB")  # the pipeline's load_image, and the worker's decode for 3 channels
     ours = preprocess_image(rgb, segmenter["config"])
     theirs = segmenter["processor"](rgb, return_tensors="np")["pixel_values"][0]
     assert float(np.abs(ours - theirs).max()) <= 1e-3, photo
-    with torch.inference_mode():
-        logits = segmenter["model"](pixel_values=torch.from_numpy(ours[None])).logits[0].numpy()
-    answer = masks_answer(class_map(logits, (rgb.height, rgb.width)), segmenter["labels"])
+    logits = forward_logits(segmenter["model"], ours[None], None)
+    answer = answers(logits, [(rgb.height, rgb.width)], SegmentationOptions(), segmenter["labels"])[0]
     reference = segmenter["pipeline"](image)
     assert [a["label"] for a in answer] == [r["label"] for r in reference], photo
     for entry, expected in zip(answer, reference):
