@@ -2,6 +2,7 @@
 
 - `datasets`: images and class-id masks, folders or a manifest, each broken pair an error naming
   the file before training.
+- `scenes`: the demo's digit scenes, each pixel background or its digit, and their inverted domain.
 - `answer`: the class map of each image (its logits upsampled to the upright original size and
   argmax'd, as the model's own `post_process_semantic_segmentation`), shaped as transformers'
   `image-segmentation` pipeline answers (`[{"label", "score": None, "mask"}]`, masks as base64
