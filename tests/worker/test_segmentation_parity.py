@@ -4,7 +4,7 @@ For a tiny random SegFormer and BEiT (built from configs, each with its processo
 scikit-learn's photos and their variants: the worker's preprocessing (exported/preprocess.py)
 equals AutoImageProcessor's PIL backend, and the masks built by worker/segmentation from the
 logits equal the pipeline's (same labels in the same order, equal on >= 99.9% of pixels) at the
-upright original size. The 12 MP variants run under `make test-full`.
+upright original size. The other variants, 12 MP ones included, run under `make test-full`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from fixtures.photos import variants
 from fixtures.segmenters import SEGMENTERS, build
 from PIL import Image
 
-FAST = ["china", "flower-portrait", "china-gray", "flower-wide"]
-FULL = ["china-12mp", "flower-12mp-portrait"]
+FAST = ["china", "china-gray"]
+FULL = ["flower", "flower-portrait", "flower-wide", "china-small", "china-12mp", "flower-12mp-portrait"]
 
 
 @pytest.fixture(scope="module", params=list(SEGMENTERS))
@@ -44,7 +44,7 @@ def _check(segmenter, photo: str) -> None:
     from exported.preprocess import preprocess_image
     from worker.segmentation.stages import SegmentationOptions, answers, forward_logits
 
-    image = variants(photo in FULL)[photo]
+    image = variants("12mp" in photo)[photo]
     rgb = image.convert("RGB")  # the pipeline's load_image, and the worker's decode for 3 channels
     ours = preprocess_image(rgb, segmenter["config"])
     theirs = segmenter["processor"](rgb, return_tensors="np")["pixel_values"][0]
@@ -66,5 +66,5 @@ def test_masks_equal_the_pipelines(segmenter, photo):
 
 @pytest.mark.full
 @pytest.mark.parametrize("photo", FULL)
-def test_masks_of_12mp_photos_equal_the_pipelines(segmenter, photo):
+def test_masks_of_every_variant_equal_the_pipelines(segmenter, photo):
     _check(segmenter, photo)

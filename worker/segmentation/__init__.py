@@ -8,6 +8,7 @@
   `image-segmentation` pipeline answers (`[{"label", "score": None, "mask"}]`, masks as base64
   PNGs, mode L 0/255) or in the compact form (one class-id PNG and per-label areas), and the
   answer's size estimated before it is built.
+- `stages`: the task's stages for the task seam (request options, model, forward, size, answers).
 
 Preprocessing is the processor-parity engine's (exported/preprocess.py): SegFormer's and BEiT's
 (Data2Vec-vision's) processors are the same resize, rescale and normalise as the classifiers'
