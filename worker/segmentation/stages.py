@@ -18,7 +18,7 @@ from worker.errors import ModelLoadFailed
 from worker.segmentation.answer import class_map, compact_answer, estimate_image_bytes, masks_answer, output_shape
 
 MAPPING = "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES"  # transformers' auto-mapping served
-OUTPUT_ADVICE = 'use "format": "compact" (one class-id PNG per image), "output_size": "model", or fewer images'
+OUTPUT_ADVICE = 'use "format": "compact" (one class-id PNG per image) or "output_size": "model"'
 
 
 class SegmentationOptions(BaseModel):
