@@ -211,7 +211,11 @@ class WorkerConfig:
         label="Private networks allowed for URLs",
     )
     url_connect_timeout_ms: int = setting(
-        3000, "Connect timeout of one URL image fetch.", label="URL connect timeout (ms)", minimum=1
+        3000,
+        "Connect timeout of one address of a URL image (the next resolved address is tried after it); within the "
+        "fetch's own deadline.",
+        label="URL connect timeout (ms)",
+        minimum=1,
     )
     url_timeout_ms: int = setting(
         15000,
@@ -263,7 +267,8 @@ class WorkerConfig:
     )
     max_jobs_in_flight: int = setting(
         0,
-        "Over this many running jobs a new one is refused with RATE_LIMITED; 0 = the concurrency.",
+        "Over this many running jobs a new one waits for room (FASTBACKEND_MAX_ADMISSION_WAIT_MS), then is refused "
+        "with RATE_LIMITED; 0 = the concurrency.",
         label="Max jobs in flight",
         minimum=0,
     )
