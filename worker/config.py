@@ -239,7 +239,8 @@ class WorkerConfig:
     )
     max_worker_source_bytes: int = setting(
         536_870_912,
-        "Bytes of url/path images held by all jobs in flight (RATE_LIMITED over it); at least the per-job budget.",
+        "Bytes of url/path images all jobs in flight may reserve (each job, before reading, the most its items can "
+        "bring); over it a job waits for room, then RATE_LIMITED. At least the per-job budget.",
         label="URL/path bytes per worker",
     )
     max_output_bytes: int = setting(
