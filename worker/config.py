@@ -178,8 +178,8 @@ class WorkerConfig:
     )
     max_worker_pixels: int = setting(
         134_217_728,
-        "The decoded pixels of every job in flight in this worker together; over it a new job is refused with "
-        "RATE_LIMITED. At least the pixels per job.",
+        "The decoded pixels of every job in flight in this worker together; over it a new job waits for room "
+        "(FASTBACKEND_MAX_ADMISSION_WAIT_MS), then is refused with RATE_LIMITED. At least the pixels per job.",
         label="Max pixels per worker",
     )
     max_decode_ms: int = setting(
