@@ -44,11 +44,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from fastbackend.notebooks import refresh
+    from fastbackend.notebooks import RefreshFailed, refresh
 
     notebooks = [Path(p) for p in args.notebooks] or sorted(Path("notebooks").glob("*.ipynb"))
-    refresh(notebooks, _root())
     for path in notebooks:
+        try:
+            refresh([path], _root())
+        except RefreshFailed as exc:
+            print(f"refresh failed: {exc}", file=sys.stderr)
+            return 1
         print(f"refreshed {path}")
     return 0
 
@@ -71,6 +75,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from fastbackend.reference import command
+
+    return command(_root(), check=args.check, build_parser=build_parser)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -168,20 +178,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--check", action="store_true", help="fail with a diff if exported/ is stale")
     export.set_defaults(func=cmd_export)
 
-    refresh = sub.add_parser("refresh", help="re-execute notebooks in place and strip volatile metadata")
+    refresh = sub.add_parser(
+        "refresh", help="re-execute notebooks, strip volatile metadata; replaced only when they run to the end"
+    )
     refresh.add_argument("notebooks", nargs="*", help="default: notebooks/*.ipynb")
     refresh.set_defaults(func=cmd_refresh)
 
     schema = sub.add_parser("schema", help="the job input JSON Schema")
-    schema.add_argument("--output", default="schema/input.json")
+    schema.add_argument("--output", default="schema/input.json", help="the schema file (default: schema/input.json)")
     mode = schema.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write it to --output")
     mode.add_argument("--check", action="store_true", help="fail if --output is stale")
     schema.set_defaults(func=cmd_schema)
 
+    reference = sub.add_parser(
+        "reference",
+        help="regenerate the reference generated from the code (docs/reference/, .runpod/hub.json, schema/input.json)",
+    )
+    reference.add_argument("--check", action="store_true", help="fail naming each stale file; write nothing")
+    reference.set_defaults(func=cmd_reference)
+
     serve = sub.add_parser("serve", help="run the handler under RunPod's local API (--rp_serve_api)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.set_defaults(func=cmd_serve)
 
     bake = sub.add_parser("bake", help="put the base model and adapters in a folder for the image (Dockerfile)")
@@ -226,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     invoke.add_argument("images", nargs="+", help="PNG or JPEG files")
     invoke.add_argument("--adapter", help="adapter name (default: the base model)")
-    invoke.add_argument("--top-k", type=int, default=3)
+    invoke.add_argument("--top-k", type=int, default=3, help="ranked labels per image (default 3)")
     where = invoke.add_mutually_exclusive_group()
     where.add_argument(
         "--endpoint", metavar="ID", help="a RunPod Serverless endpoint id (API key from $RUNPOD_API_KEY)"
