@@ -44,11 +44,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from fastbackend.notebooks import refresh
+    from fastbackend.notebooks import RefreshFailed, refresh
 
     notebooks = [Path(p) for p in args.notebooks] or sorted(Path("notebooks").glob("*.ipynb"))
-    refresh(notebooks, _root())
     for path in notebooks:
+        try:
+            refresh([path], _root())
+        except RefreshFailed as exc:
+            print(f"refresh failed: {exc}", file=sys.stderr)
+            return 1
         print(f"refreshed {path}")
     return 0
 
@@ -174,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--check", action="store_true", help="fail with a diff if exported/ is stale")
     export.set_defaults(func=cmd_export)
 
-    refresh = sub.add_parser("refresh", help="re-execute notebooks in place and strip volatile metadata")
+    refresh = sub.add_parser(
+        "refresh", help="re-execute notebooks, strip volatile metadata; replaced only when they run to the end"
+    )
     refresh.add_argument("notebooks", nargs="*", help="default: notebooks/*.ipynb")
     refresh.set_defaults(func=cmd_refresh)
 

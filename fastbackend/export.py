@@ -191,6 +191,22 @@ def stale_diff(root: Path) -> str:
     return "".join(chunks)
 
 
+def stale_sources(root: Path) -> list[str]:
+    """The notebooks (or the handler template) whose exported/ file is stale or missing, by the
+    stamp of what export would write; empty when in sync or when the project has no exported/."""
+    out_dir = root / "exported"
+    if not out_dir.is_dir():
+        return []
+    wanted = render_all(root)
+    present = _generated_on_disk(out_dir)
+    stale = []
+    for name in sorted(set(wanted) | set(present)):
+        if present.get(name) != wanted.get(name):
+            stamp = (wanted.get(name) or present.get(name) or "").split("\n", 1)[0]
+            stale.append(stamp.partition("File to edit: ")[2] or f"exported/{name}")
+    return sorted(set(stale))
+
+
 def export(root: Path) -> list[str]:
     """Write exported/; remove stamped files no notebook produces any more. Returns written names."""
     wanted = render_all(root)

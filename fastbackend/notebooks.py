@@ -117,14 +117,40 @@ def volatile_metadata(nb: Any) -> list[str]:
     return found
 
 
+class RefreshFailed(Exception):
+    """A notebook failed to re-execute; it was left as it was. The message is one line."""
+
+
 def refresh(notebooks: list[Path], root: Path) -> None:
-    """Re-execute notebooks in place with their default parameters, then clean them."""
+    """Re-execute notebooks with their default parameters, clean them, and replace each only
+    when it ran to the end: the run goes to a temporary copy beside it, so a failing cell never
+    leaves a half-executed notebook (papermill's error cell) in place of the committed one.
+
+    Raises:
+        RefreshFailed: a cell failed (naming the notebook and the cell); that notebook and the
+            ones after it are untouched.
+    """
+    import os
+    import tempfile
+
     import nbformat
+    from papermill.exceptions import PapermillExecutionError
 
     for path in notebooks:
-        execute(path, path, cwd=root, figures=False)
-        nb = nbformat.read(path, as_version=4)
-        nbformat.write(clean(nb), path)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".ipynb", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            run_notebook(path, tmp, cwd=root)
+            nb = nbformat.read(tmp, as_version=4)
+            nbformat.write(clean(nb), tmp)
+            os.replace(tmp, path)
+        except PapermillExecutionError as exc:
+            cell = f"cell {exc.exec_count}" if exc.exec_count else f"cell index {exc.cell_index}"
+            message = f"{path}: {cell} failed: {exc.ename}: {exc.evalue}; the notebook is unchanged"
+            raise RefreshFailed(message) from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:

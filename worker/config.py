@@ -269,9 +269,16 @@ class WorkerConfig:
     )
     max_queued_images: int = setting(
         1024,
-        "Over this many images in running jobs a new one is refused with RATE_LIMITED. At least the max images "
-        "per job.",
+        "Over this many images in running jobs (or over FASTBACKEND_MAX_WORKER_PIXELS) a new job waits for room, "
+        "then is refused with RATE_LIMITED. At least the max images per job.",
         label="Max queued images",
+    )
+    max_admission_wait_ms: int = setting(
+        60000,
+        "How long a job over a cap (jobs, queued images, decode pixels) waits for room, without its CPU slot, "
+        "before RATE_LIMITED; 0 = refuse at once. On RunPod a job taken from the queue and refused is a FAILED job.",
+        label="Max admission wait (ms)",
+        minimum=0,
     )
     rss_ceiling_mb: int = setting(
         0,

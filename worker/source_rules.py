@@ -131,13 +131,14 @@ def redact(url: str) -> str:
     """A URL as it may appear in messages: no credentials, no query or fragment, no raw control
     characters, short."""
     cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    # The query goes before anything parses the URL; raw controls are shown escaped (urlsplit drops some).
+    visible = _UNSENDABLE.sub(lambda m: "%20" if m.group() == " " else repr(m.group())[1:-1], url[:cut])
     try:
-        parts = urllib.parse.urlsplit(url[:cut])  # the query is gone before anything reads the URL
+        parts = urllib.parse.urlsplit(visible)
         host = parts.hostname or "?"
         shown = f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
     except ValueError:
         shown = "(unparsable URL)"
-    shown = _UNSENDABLE.sub(lambda m: repr(m.group())[1:-1] if m.group() != " " else "%20", shown)
     return shown if len(shown) <= 120 else shown[:117] + "..."
 
 

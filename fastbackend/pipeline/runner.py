@@ -58,6 +58,22 @@ def _git(root: Path) -> dict[str, Any]:
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
+def _refuse_stale_export(root: Path) -> None:
+    """A pipeline runs the exported code: with a notebook edited and not exported, it would
+    silently run the old code (issue 31.4)."""
+    from fastbackend.export import ExportError, stale_sources
+
+    try:
+        stale = stale_sources(root)
+    except ExportError as exc:
+        raise PipelineError(f"cannot check exported/: {exc}") from None
+    if stale:
+        raise PipelineError(
+            f"exported/ is stale: {', '.join(stale)} changed since the last export; the pipeline would run "
+            "the old code. Run `fastbackend export` first"
+        )
+
+
 def allocate_run_dir(runs_dir: Path, name: str) -> Path:
     """Create `runs/<utc-time>-<name>/`, with a numeric suffix if another run took that second."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -119,6 +135,7 @@ def run_pipeline(
     overrides += [parse_assignment(a) for a in assignments]
     if jobs < 1:
         raise PipelineError(f"--jobs must be at least 1, got {jobs}")
+    _refuse_stale_export(definitions.root)
     run_dir = allocate_run_dir(Path(runs_dir) if runs_dir else definitions.root / "runs", name)
     try:
         plans = plan_runs(definitions, name, overrides, run_dir)

@@ -226,3 +226,18 @@ def test_the_documented_batch_commands_parse(root):
     for line in lines:
         argv = shlex.split(line.replace("<endpoint id>", "abc123"))
         build_parser().parse_args(argv[argv.index(".venv/bin/fastbackend") + 1 :])
+
+
+def test_a_clients_mistake_on_one_image_fails_that_image_only_and_is_not_retried(dataset, tmp_path):
+    """INVALID_INPUT naming images[i] (a path the worker cannot take as it is): the same answer on
+    every worker, so never retried; the job's other images are sent again and scored."""
+    root, keys = dataset
+    faults = Faults(failed={1: "INVALID_INPUT: images[1]: the path is not valid text (a lone UTF-16 surrogate)"})
+    with fake_queue(faults) as fake:
+        summary = run(fake, root, tmp_path / "results.jsonl", concurrency=1)
+    rows = lines(tmp_path / "results.jsonl")
+    assert_exactly_once(rows, keys)
+    invalid = [row for row in rows if row["code"] == "INVALID_INPUT"]
+    assert [row["path"] for row in invalid] == [keys[fake.jobs["job-1"]["input"]["images"][1]]]
+    assert invalid[0]["attempt"] == 1 and not summary.retries, summary.retries
+    assert summary.failed_by_code == {"INVALID_INPUT": 1, "IMAGE_DECODE_FAILED": 1}

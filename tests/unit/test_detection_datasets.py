@@ -2,69 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from fixtures.detection_datasets import NAMES, coco, yolo
 from PIL import Image
 
 from worker.detection.datasets import DetectionDatasetError, load_coco, load_yolo, write_coco
-
-NAMES = ("cat", "dog")
-# split -> image name -> (width, height, [(class, x, y, w, h) in pixels])
-SCENES = {
-    "train": {
-        "a.png": (64, 48, [(0, 4, 4, 20, 10), (1, 30, 20, 16, 16)]),
-        "b.png": (40, 40, [(1, 0, 0, 40, 40)]),
-        "c.png": (50, 30, []),  # a negative
-    },
-    "val": {"d.png": (32, 64, [(0, 8, 8, 8, 40), (0, 1, 2, 3, 4)])},
-}
-
-
-def _images(folder: Path, split: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, (w, h, _) in SCENES[split].items():
-        Image.new("RGB", (w, h), (200, 10, 10)).save(folder / name)
-
-
-def coco(root: Path, scenes=SCENES, mutate=None) -> Path:
-    for split, images in scenes.items():
-        _images(root / split, split)
-        data = {"images": [], "annotations": [], "categories": [{"id": 7, "name": "cat"}, {"id": 9, "name": "dog"}]}
-        for image_id, (name, (w, h, boxes)) in enumerate(images.items(), 1):
-            data["images"].append({"id": image_id, "file_name": name, "width": w, "height": h})
-            for label, *box in boxes:
-                data["annotations"].append(
-                    {
-                        "id": len(data["annotations"]) + 1,
-                        "image_id": image_id,
-                        "category_id": (7, 9)[label],
-                        "bbox": box,
-                    }
-                )
-        if mutate:
-            mutate(split, data)
-        (root / f"{split}.json").write_text(json.dumps(data))
-    return root
-
-
-def yolo(root: Path, mutate=None) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "data.yaml").write_text("names:\n  0: cat\n  1: dog\n")
-    for split, images in SCENES.items():
-        _images(root / "images" / split, split)
-        (root / "labels" / split).mkdir(parents=True)
-        for name, (w, h, boxes) in images.items():
-            lines = [
-                f"{c} {(x + bw / 2) / w:.6f} {(y + bh / 2) / h:.6f} {bw / w:.6f} {bh / h:.6f}"
-                for c, x, y, bw, bh in boxes
-            ]
-            if lines:  # a negative has no label file (YOLO's convention)
-                (root / "labels" / split / f"{Path(name).stem}.txt").write_text("\n".join(lines) + "\n")
-    if mutate:
-        mutate(root)
-    return root
 
 
 def _key(dataset) -> list:

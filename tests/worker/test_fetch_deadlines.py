@@ -44,6 +44,7 @@ def timed_fetch(url: str, policy: UrlPolicy = POLICY, **kwargs) -> tuple[WorkerE
 
 
 def assert_cut_at_the_limit(error: WorkerError, elapsed: float) -> None:
+    print(f"cut after {elapsed:.3f} s under a {LIMIT_S:g} s limit")
     assert error.code is ErrorCode.IMAGE_FETCH_FAILED, error
     assert f"timed out (limit {LIMIT_S:g} s)" in error.message, error.message
     assert abs(elapsed - LIMIT_S) <= TOLERANCE_S, f"cut after {elapsed:.2f} s under a {LIMIT_S:g} s limit"

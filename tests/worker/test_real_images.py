@@ -86,11 +86,18 @@ def test_health_reports_the_decode_budgets(worker):
     limits = health["limits"]
     for key in ("max_jpeg_scans", "max_job_pixels", "max_worker_pixels", "max_decode_ms"):
         assert limits[key] == getattr(worker.config, key)
-    assert health["decoding"] == {"pixels_in_flight": 0, "max_worker_pixels": worker.config.max_worker_pixels}
+    assert health["decoding"] == {
+        "pixels_in_flight": 0,
+        "max_worker_pixels": worker.config.max_worker_pixels,
+        "source_bytes_in_flight": 0,
+        "max_worker_source_bytes": worker.config.max_worker_source_bytes,
+    }
 
 
 def test_a_job_over_the_workers_pixels_in_flight_is_rate_limited(make_worker, digits):
-    small = make_worker(max_job_pixels=1000, max_worker_pixels=1000, max_image_pixels=1000, warmup=False)
+    small = make_worker(
+        max_job_pixels=1000, max_worker_pixels=1000, max_image_pixels=1000, warmup=False, max_admission_wait_ms=0
+    )
     images, _ = digits
     png = gen.encode(Image.fromarray(images[0]), "PNG")
     pixels = images[0].shape[0] * images[0].shape[1]
