@@ -178,8 +178,8 @@ class WorkerConfig:
     )
     max_worker_pixels: int = setting(
         134_217_728,
-        "The decoded pixels of every job in flight in this worker together; over it a new job waits for room "
-        "(FASTBACKEND_MAX_ADMISSION_WAIT_MS), then is refused with RATE_LIMITED. At least the pixels per job.",
+        "The decoded pixels of every job in flight in this worker together; over it a new job is refused with "
+        "RATE_LIMITED. At least the pixels per job.",
         label="Max pixels per worker",
     )
     max_decode_ms: int = setting(
@@ -211,11 +211,7 @@ class WorkerConfig:
         label="Private networks allowed for URLs",
     )
     url_connect_timeout_ms: int = setting(
-        3000,
-        "Connect timeout of one address of a URL image (the next resolved address is tried after it); within the "
-        "fetch's own deadline.",
-        label="URL connect timeout (ms)",
-        minimum=1,
+        3000, "Connect timeout of one URL image fetch.", label="URL connect timeout (ms)", minimum=1
     )
     url_timeout_ms: int = setting(
         15000,
@@ -239,8 +235,7 @@ class WorkerConfig:
     )
     max_worker_source_bytes: int = setting(
         536_870_912,
-        "Bytes of url/path images all jobs in flight may reserve (each job, before reading, the most its items can "
-        "bring); over it a job waits for room, then RATE_LIMITED. At least the per-job budget.",
+        "Bytes of url/path images held by all jobs in flight (RATE_LIMITED over it); at least the per-job budget.",
         label="URL/path bytes per worker",
     )
     max_output_bytes: int = setting(
@@ -268,8 +263,7 @@ class WorkerConfig:
     )
     max_jobs_in_flight: int = setting(
         0,
-        "Over this many running jobs a new one waits for room (FASTBACKEND_MAX_ADMISSION_WAIT_MS), then is refused "
-        "with RATE_LIMITED; 0 = the concurrency.",
+        "Over this many running jobs a new one is refused with RATE_LIMITED; 0 = the concurrency.",
         label="Max jobs in flight",
         minimum=0,
     )
@@ -351,7 +345,7 @@ class WorkerConfig:
     task: str = setting(
         "",
         "The served task, by transformers' pipeline name (image-classification, image-feature-extraction, ...); "
-        "empty = from the base's config.json `architectures`.",
+        "empty: from the base's config.json architectures (docs/tasks/adding-a-task.md).",
         label="Task",
     )
 

@@ -68,8 +68,7 @@ class ErrorCode(str, enum.Enum):
     )
     CONFIG_INVALID = (
         "CONFIG_INVALID",
-        "Setup only: a FASTBACKEND_* variable is invalid (the message names it); the worker exits in one line "
-        "before taking a job.",
+        "A FASTBACKEND_* setting is invalid (setup only): the worker exits with this one line, naming the variable.",
     )
     MODEL_NOT_READY = "MODEL_NOT_READY", "A job arrived before setup finished; retry it."
     RATE_LIMITED = (
