@@ -113,12 +113,14 @@ def run_batch(
         DatasetError: the dataset cannot be read (nothing sent).
         KeyboardInterrupt is handled: the summary says `interrupted`.
     """
-    from worker.datasets import load_dataset
+    from worker.datasets import load_dataset, skipped_report
 
     err = err or sys.stderr
     # Files are not opened here: one unreadable or non-image file becomes that file's coded
     # failure in the results (FILE_UNREADABLE, or the worker's decode error), not a stopped batch.
     dataset = load_dataset(options.dataset, split=options.split, check_files=False, allow_outside=options.allow_outside)
+    if dataset.skipped:
+        print(skipped_report(dataset), file=err)
     root = options.dataset if options.dataset.is_dir() else options.dataset.parent
     results = ResultsFile(options.out)
     summary = BatchSummary(
