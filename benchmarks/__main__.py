@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark, print their tables, and put them in README.md.
+"""`make bench`: run every benchmark, print their tables, and put them in docs/benchmarks.md.
 
     python -m benchmarks [--quick]
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from benchmarks.report import machine
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_PAGE = "docs/benchmarks.md"  # the site's Benchmarks page; README links to it, never holds its tables
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 BENCHMARKS = {  # module: (full arguments, --quick arguments)
     "overhead": (["--repeats", "200"], ["--repeats", "30"]),
@@ -35,7 +36,9 @@ BENCHMARKS = {  # module: (full arguments, --quick arguments)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for the README)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats (a smoke run that leaves docs/benchmarks.md alone)"
+    )
     args = parser.parse_args()
     tables = []
     for name, (full, quick) in BENCHMARKS.items():
@@ -54,15 +57,15 @@ def main() -> int:
         print(f"{text}\n({time.perf_counter() - start:.0f} s)\n", flush=True)  # to size the repeats to the machine
         tables.append(text)
     if not args.quick:
-        readme = ROOT / "README.md"
-        body = readme.read_text()
+        page = ROOT / BENCHMARKS_PAGE
+        body = page.read_text()
         head, rest = body.split(START, 1)
         _, tail = rest.split(END, 1)
         # A benchmark may print several tables, one per paragraph: a blank line after each title.
         paragraphs = [p for t in tables for p in t.split("\n\n") if p.strip()]
         section = "\n\n".join(f"{p.splitlines()[0]}\n\n" + "\n".join(p.splitlines()[1:]) for p in paragraphs)
-        readme.write_text(f"{head}{START}\nMeasured by `make bench` on {machine()}.\n\n{section}\n{END}{tail}")
-        print("README.md benchmark section updated")
+        page.write_text(f"{head}{START}\nMeasured by `make bench` on {machine()}.\n\n{section}\n{END}{tail}")
+        print(f"{BENCHMARKS_PAGE} updated")
     return 0
 
 

@@ -7,7 +7,8 @@ one run, on the same images (the demo's digits as PNG files):
 - baseline: one `predict` job per image, each waited for (`invoke --local`, in-process: no
   process start counted), and `fastbackend invoke` as a command for a few images (with it);
 - batch: `run_batch` with the given concurrency, 1, 16 and 64 (the worker's cap) images per job.
-The images/s of the best variant per worker is what README's 1M-image estimate starts from.
+The images/s of the best variant per worker is what the 1M-image estimate starts from
+(docs/tutorials/score-a-dataset.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ dtype; FASTBACKEND_AUTOCAST: float32 weights and the forward under torch.autocas
 predict jobs as a float32 worker: every held-out image of a task (359 each), through the base for
 `digits` and through each adapter for its own task. Not a speed claim: on this CPU it measures what
 half precision does to the answers, which a GPU computes with other kernels (benchmarks/gpu.py times
-them there). Prints the Markdown table under README's "Device and dtype"; writes
+them there). Prints the Markdown table in docs/explanation/precision.md; writes
 bench-results/precision.json.
 """
 

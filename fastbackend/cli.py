@@ -77,6 +77,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    from fastbackend.reference import command
+
+    return command(_root(), check=args.check, build_parser=build_parser)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from fastbackend.local import HandlerCommand, serve_args
 
@@ -179,15 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.set_defaults(func=cmd_refresh)
 
     schema = sub.add_parser("schema", help="the job input JSON Schema")
-    schema.add_argument("--output", default="schema/input.json")
+    schema.add_argument("--output", default="schema/input.json", help="the schema file (default: schema/input.json)")
     mode = schema.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write it to --output")
     mode.add_argument("--check", action="store_true", help="fail if --output is stale")
     schema.set_defaults(func=cmd_schema)
 
+    reference = sub.add_parser(
+        "reference",
+        help="regenerate the reference generated from the code (docs/reference/, .runpod/hub.json, schema/input.json)",
+    )
+    reference.add_argument("--check", action="store_true", help="fail naming each stale file; write nothing")
+    reference.set_defaults(func=cmd_reference)
+
     serve = sub.add_parser("serve", help="run the handler under RunPod's local API (--rp_serve_api)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.set_defaults(func=cmd_serve)
 
     bake = sub.add_parser("bake", help="put the base model and adapters in a folder for the image (Dockerfile)")
@@ -232,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     invoke.add_argument("images", nargs="+", help="PNG or JPEG files")
     invoke.add_argument("--adapter", help="adapter name (default: the base model)")
-    invoke.add_argument("--top-k", type=int, default=3)
+    invoke.add_argument("--top-k", type=int, default=3, help="ranked labels per image (default 3)")
     where = invoke.add_mutually_exclusive_group()
     where.add_argument(
         "--endpoint", metavar="ID", help="a RunPod Serverless endpoint id (API key from $RUNPOD_API_KEY)"

@@ -1,4 +1,4 @@
-"""`fastbackend run`: the main job README's first command runs.
+"""`fastbackend run`: the main job README's first command runs (`make run`).
 
 Builds the embedded default models if they are missing, executes the notebooks with the
 pipeline runner (pipelines.yaml) into run folders, and prints what a user wants to see first:

@@ -71,6 +71,21 @@ class Ticket:
         self._batcher._close(self)
 
 
+@contextlib.contextmanager
+def off_cpu() -> Iterator[None]:
+    """Give the job's CPU slot back while the block waits on I/O (a URL, a slow disk), so jobs that
+    need the CPU (ping, health, a base64 predict) are not held behind it; take it again after."""
+    ticket = _TICKET.get()
+    if ticket is None:  # not a job of the async handler: it holds no slot
+        yield
+        return
+    ticket._batcher.cpu_slots.release()
+    try:
+        yield
+    finally:
+        ticket._batcher.cpu_slots.acquire()
+
+
 class MicroBatcher:
     """Runs `forward(pixels, adapter) -> logits` over batches gathered from concurrent jobs."""
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from worker.batching import off_cpu
 from worker.config import ENV_VARS
 from worker.errors import ErrorCode, WorkerError
 
@@ -30,34 +31,46 @@ def check_job_pixels(pixels: int, limit: int) -> None:
 
 
 class PixelBudget:
-    """Pixels reserved by the jobs decoding in this worker; over the budget, refuse at once."""
+    """Pixels reserved by the jobs decoding in this worker; over the budget, a job waits for room up
+    to `wait_s` (without its CPU slot), then is refused."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, limit: int, wait_s: float = 0.0) -> None:
+        self.limit, self.wait_s = limit, wait_s
         self.in_use = 0
-        self._lock = threading.Lock()
+        self._room = threading.Condition()
+
+    def _enter(self, pixels: int) -> bool:
+        if self.in_use + pixels > self.limit:
+            return False
+        self.in_use += pixels
+        return True
 
     @contextlib.contextmanager
     def reserve(self, pixels: int) -> Iterator[None]:
         """Hold `pixels` for the duration of the block.
 
         Raises:
-            WorkerError: RATE_LIMITED when the jobs in flight already hold too much (a job on its
-                own always fits: the config refuses a per-worker budget under the per-job one).
+            WorkerError: RATE_LIMITED when the jobs in flight hold too much for longer than `wait_s`
+                (a job on its own always fits: the config refuses a per-worker budget under the
+                per-job one).
         """
-        with self._lock:
-            if self.in_use + pixels > self.limit:
-                raise WorkerError(
-                    ErrorCode.RATE_LIMITED,
-                    f"worker busy decoding ({self.in_use:,} of {self.limit:,} pixels in flight, this job "
-                    f"needs {pixels:,}); retry shortly",
-                )
-            self.in_use += pixels
+        with self._room:
+            admitted = self._enter(pixels)
+        if not admitted and self.wait_s > 0:
+            with off_cpu(), self._room:
+                admitted = self._room.wait_for(lambda: self._enter(pixels), timeout=self.wait_s)
+        if not admitted:
+            raise WorkerError(
+                ErrorCode.RATE_LIMITED,
+                f"worker busy decoding ({self.in_use:,} of {self.limit:,} pixels in flight, this job "
+                f"needs {pixels:,}; waited {self.wait_s:g} s, {ENV_VARS['max_admission_wait_ms']}); retry shortly",
+            )
         try:
             yield
         finally:
-            with self._lock:
+            with self._room:
                 self.in_use -= pixels
+                self._room.notify_all()
 
     def state(self) -> dict[str, int]:
         return {"pixels_in_flight": self.in_use, "max_worker_pixels": self.limit}
@@ -79,3 +92,31 @@ class Deadline:
                 f"after {done} of {total} images; send fewer or smaller images per job",
                 field="images",
             )
+
+
+class SourceBytes:
+    """Bytes of url/path images held by the jobs in this worker (base64 is bounded by the payload
+    limit); taken as they arrive, over the budget the job is refused at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> None:
+        """Raises WorkerError RATE_LIMITED when `size` more bytes would pass the budget."""
+        with self._lock:
+            if self.in_use + size > self.limit:
+                raise WorkerError(
+                    ErrorCode.RATE_LIMITED,
+                    f"worker busy reading images ({self.in_use:,} of {self.limit:,} url/path bytes held by the "
+                    f"jobs in flight, {ENV_VARS['max_worker_source_bytes']}); retry shortly",
+                )
+            self.in_use += size
+
+    def give_back(self, size: int) -> None:
+        with self._lock:
+            self.in_use -= size
+
+    def state(self) -> dict[str, int]:
+        return {"source_bytes_in_flight": self.in_use, "max_worker_source_bytes": self.limit}

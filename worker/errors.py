@@ -9,24 +9,79 @@ from typing import Any
 
 
 class ErrorCode(str, enum.Enum):
-    """Stable, machine-readable error codes. Never rename one: clients match on them."""
+    """Stable, machine-readable error codes. Never rename one: clients match on them.
 
-    INVALID_INPUT = "INVALID_INPUT"
-    UNKNOWN_OP = "UNKNOWN_OP"
-    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
-    IMAGE_DECODE_FAILED = "IMAGE_DECODE_FAILED"
-    IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
-    IMAGE_SOURCE_NOT_ALLOWED = "IMAGE_SOURCE_NOT_ALLOWED"  # a url/path item the operator's rules refuse
-    IMAGE_FETCH_FAILED = "IMAGE_FETCH_FAILED"  # an allowed url/path item that could not be read
-    BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
-    UNKNOWN_ADAPTER = "UNKNOWN_ADAPTER"
-    ADAPTER_INCOMPATIBLE = "ADAPTER_INCOMPATIBLE"
-    MODEL_LOAD_FAILED = "MODEL_LOAD_FAILED"
-    MODEL_NOT_READY = "MODEL_NOT_READY"
-    RATE_LIMITED = "RATE_LIMITED"
-    OUT_OF_MEMORY = "OUT_OF_MEMORY"
-    OUTPUT_TOO_LARGE = "OUTPUT_TOO_LARGE"
-    INTERNAL = "INTERNAL"
+    Each member is `NAME = "NAME", "what it means"`: the meaning is the one description that
+    docs/reference/errors.md is generated from (`fastbackend reference`).
+    """
+
+    meaning: str
+
+    def __new__(cls, value: str, meaning: str = "") -> ErrorCode:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
+
+    INVALID_INPUT = (
+        "INVALID_INPUT",
+        "The job input does not fit the schema: a wrong type, an unknown key, a value out of range; `field` names it.",
+    )
+    UNKNOWN_OP = "UNKNOWN_OP", "`op` names no operation this worker serves; the message lists the known ones."
+    PAYLOAD_TOO_LARGE = (
+        "PAYLOAD_TOO_LARGE",
+        "The job input is over FASTBACKEND_MAX_PAYLOAD_BYTES (RunPod's 10 MB /run limit by default).",
+    )
+    IMAGE_DECODE_FAILED = (
+        "IMAGE_DECODE_FAILED",
+        "An image is not valid base64 or not a readable PNG, JPEG, WEBP, BMP, GIF or TIFF; `field` names the item.",
+    )
+    IMAGE_TOO_LARGE = (
+        "IMAGE_TOO_LARGE",
+        "An image is over a byte, side, pixel or JPEG-scan limit (checked from its header, before decoding), "
+        "the job's images together are over FASTBACKEND_MAX_JOB_PIXELS, or decoding ran past "
+        "FASTBACKEND_MAX_DECODE_MS.",
+    )
+    IMAGE_SOURCE_NOT_ALLOWED = (
+        "IMAGE_SOURCE_NOT_ALLOWED",
+        "A `url` or `path` item the operator's rules refuse: URL or path images off, a host not in the "
+        "allowlist, a private address, a path outside the input root.",
+    )
+    IMAGE_FETCH_FAILED = (
+        "IMAGE_FETCH_FAILED",
+        "An allowed `url` or `path` item could not be read (HTTP error, timeout, missing file).",
+    )
+    BATCH_TOO_LARGE = "BATCH_TOO_LARGE", "More images in one job than FASTBACKEND_MAX_BATCH."
+    UNKNOWN_ADAPTER = (
+        "UNKNOWN_ADAPTER",
+        "`adapter` names no folder in FASTBACKEND_ADAPTERS_DIR (the `adapters` op lists them).",
+    )
+    ADAPTER_INCOMPATIBLE = (
+        "ADAPTER_INCOMPATIBLE",
+        "The adapter's weights do not fit the served base (keys, shapes, base model name or fingerprint); the"
+        " message names the file.",
+    )
+    MODEL_LOAD_FAILED = (
+        "MODEL_LOAD_FAILED",
+        "The base model or its processor cannot be loaded or reproduced exactly; at setup the worker exits "
+        "with this one line, naming the file and the field.",
+    )
+    MODEL_NOT_READY = "MODEL_NOT_READY", "A job arrived before setup finished; retry it."
+    RATE_LIMITED = (
+        "RATE_LIMITED",
+        "The worker already holds as many jobs, images or pixels as its limits allow; retry later or on "
+        "another worker.",
+    )
+    OUT_OF_MEMORY = "OUT_OF_MEMORY", "The job ran out of CPU or GPU memory; the worker asks RunPod to recycle it."
+    OUTPUT_TOO_LARGE = (
+        "OUTPUT_TOO_LARGE",
+        "The answer would be over FASTBACKEND_MAX_OUTPUT_BYTES (RunPod fails to post results over about 20 "
+        "MB); ask for fewer images or outputs.",
+    )
+    INTERNAL = (
+        "INTERNAL",
+        "An unexpected failure; the message names the exception type and the worker log has the traceback.",
+    )
 
 
 # Codes after which the worker process should not take another job: RunPod is

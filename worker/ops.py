@@ -174,7 +174,7 @@ def health(worker: Worker, request: Any) -> dict[str, Any]:
             "max_jobs_in_flight": c.jobs_in_flight_limit,
             "max_queued_images": c.max_queued_images,
         },
-        "decoding": worker.pixel_budget.state(),
+        "decoding": {**worker.pixel_budget.state(), **worker.source_bytes.state()},
         "batching": {
             "enabled": worker.batcher is not None,
             "max_batch_images": c.max_batch,

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from worker.batching import MicroBatcher, Ticket
-from worker.budgets import PixelBudget
-from worker.config import ConfigError, WorkerConfig, production_mode
+from worker.batching import MicroBatcher, Ticket, off_cpu
+from worker.budgets import PixelBudget, SourceBytes
+from worker.config import ENV_VARS, ConfigError, WorkerConfig, production_mode
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, WorkerError, classify, error_response
 from worker.limits import check_batch, check_output, check_payload
@@ -34,35 +34,48 @@ from worker.models import ModelHost
 from worker.ops import OPERATIONS
 from worker.progress import reporter_for, reporting
 from worker.schema import OPS, parse_input, requested_op
+from worker.sources import holding_sources
 from worker.startup import BackgroundImport, process_age_ms, settle_gc
 from worker.telemetry import Metrics, configure_logging, log_event, ms_since, route_sdk_logs, rss_mb
 
 
 class Admission:
-    """Caps jobs in flight and images queued in this worker; over a cap, refuse at once."""
+    """Caps jobs in flight and images queued in this worker. A job over a cap waits for room, up to
+    `wait_s` (without its CPU slot), then is refused: on RunPod a job already taken from the queue
+    and refused is a FAILED job, so a valid one waits instead."""
 
-    def __init__(self, max_jobs: int, max_images: int) -> None:
-        self.max_jobs, self.max_images = max_jobs, max_images
+    def __init__(self, max_jobs: int, max_images: int, wait_s: float = 0.0) -> None:
+        self.max_jobs, self.max_images, self.wait_s = max_jobs, max_images, wait_s
         self.jobs = self.images = 0
-        self._lock = threading.Lock()
+        self._room = threading.Condition()
+
+    def _enter(self, images: int) -> bool:
+        if self.jobs >= self.max_jobs or self.images + images > self.max_images:
+            return False
+        self.jobs += 1
+        self.images += images
+        return True
 
     @contextlib.contextmanager
     def admit(self, images: int) -> Iterator[None]:
-        with self._lock:
-            if self.jobs >= self.max_jobs or self.images + images > self.max_images:
-                raise WorkerError(
-                    ErrorCode.RATE_LIMITED,
-                    f"worker busy ({self.jobs} jobs, {self.images} images in "
-                    f"flight; caps {self.max_jobs} and {self.max_images}); retry shortly",
-                )
-            self.jobs += 1
-            self.images += images
+        with self._room:
+            admitted = self._enter(images)
+        if not admitted and self.wait_s > 0:
+            with off_cpu(), self._room:  # the slot is taken back after the lock is let go
+                admitted = self._room.wait_for(lambda: self._enter(images), timeout=self.wait_s)
+        if not admitted:
+            raise WorkerError(
+                ErrorCode.RATE_LIMITED,
+                f"worker busy ({self.jobs} jobs, {self.images} images in flight; caps {self.max_jobs} and "
+                f"{self.max_images}; waited {self.wait_s:g} s, {ENV_VARS['max_admission_wait_ms']}); retry shortly",
+            )
         try:
             yield
         finally:
-            with self._lock:
+            with self._room:
                 self.jobs -= 1
                 self.images -= images
+                self._room.notify_all()
 
 
 def _usable_cpus() -> int:
@@ -91,6 +104,7 @@ class Worker:
         self.batcher: MicroBatcher | None = None  # when concurrency > 1
         self.admission = Admission(1, 1)
         self.pixel_budget = PixelBudget(0)  # decoded pixels of the jobs in flight; sized by setup()
+        self.source_bytes = SourceBytes(0)  # url/path bytes held by the jobs in flight; sized by setup()
         self._executor: ThreadPoolExecutor | None = None
         self.image_pool: ThreadPoolExecutor | None = None  # decodes a job's images in parallel
         self.production = False  # set by setup(): progress updates only where RunPod takes them
@@ -104,8 +118,10 @@ class Worker:
         config = self.config = config or WorkerConfig.from_env()
         configure_logging(config.log_level)
         host = self.host = ModelHost(config, self.functions)
-        self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images)
-        self.pixel_budget = PixelBudget(config.max_worker_pixels)
+        wait_s = config.max_admission_wait_ms / 1000
+        self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images, wait_s)
+        self.pixel_budget = PixelBudget(config.max_worker_pixels, wait_s)
+        self.source_bytes = SourceBytes(config.max_worker_source_bytes)
         self.production = production_mode()
         timings["config_ms"] = ms_since(start)
         for stage, step in (
@@ -221,7 +237,7 @@ class Worker:
                 min_images=config.progress_min_images,
                 interval_ms=config.progress_interval_ms,
             )
-            with self.admission.admit(images), reporting(progress):
+            with self.admission.admit(images), reporting(progress), holding_sources(config, self.source_bytes):
                 body = {"status": "success", "op": request.op, **run(self, request)}
             if isinstance(body.get("timings"), dict):
                 body["timings"]["total_ms"] = ms_since(started)

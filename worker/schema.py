@@ -97,22 +97,30 @@ class EchoInput(_Input):
     """Return `payload` unchanged: checks a client's encoding and the round trip."""
 
     op: Literal["echo"]
-    payload: Any = None
+    payload: Any = Field(None, description="any JSON value; answered back unchanged")
 
 
 class AdaptersInput(_Input):
+    """List the adapters this worker can serve: name, task, description, whether loaded."""
+
     op: Literal["adapters"]
 
 
 class HealthInput(_Input):
+    """Readiness, device, startup time by stage, the adapter cache and the limits in force."""
+
     op: Literal["health"]
 
 
 class MetricsInput(_Input):
+    """Uptime, jobs by op and status, errors by code, latency percentiles per op, cache counters, memory."""
+
     op: Literal["metrics"]
 
 
 class PingInput(_Input):
+    """Answer `pong`: the cheapest round trip through the queue."""
+
     op: Literal["ping"]
 
 

@@ -36,6 +36,14 @@ class FetchFailed(WorkerError):
         super().__init__(ErrorCode.IMAGE_FETCH_FAILED, f"{field}: {message}", field=field)
 
 
+class InvalidSource(WorkerError):
+    """The item itself is malformed (a URL with a space, a path that is not text): the client's
+    mistake, the same on every worker, so never worth a retry."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(ErrorCode.INVALID_INPUT, f"{field}: {message}", field=field)
+
+
 def parse_host_pattern(raw: str) -> str:
     """An allowlist entry, normalised: `images.example.com`, `*.example.com` or an IP literal.
 
@@ -115,15 +123,44 @@ class UrlPolicy:
     max_bytes: int = 8_000_000
 
 
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")  # controls, space, DEL: never raw in a request line
+_CHARACTER_NAMES = {" ": "a space", "\r": "a carriage return", "\n": "a line feed", "\t": "a tab", "\x7f": "a DEL"}
+
+
 def redact(url: str) -> str:
-    """A URL as it may appear in messages: no credentials, no query or fragment, short."""
+    """A URL as it may appear in messages: no credentials, no query or fragment, no raw control
+    characters, short."""
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    # The query goes before anything parses the URL; raw controls are shown escaped (urlsplit drops some).
+    visible = _UNSENDABLE.sub(lambda m: "%20" if m.group() == " " else repr(m.group())[1:-1], url[:cut])
     try:
-        parts = urllib.parse.urlsplit(url)
+        parts = urllib.parse.urlsplit(visible)
         host = parts.hostname or "?"
         shown = f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
     except ValueError:
         shown = "(unparsable URL)"
     return shown if len(shown) <= 120 else shown[:117] + "..."
+
+
+def url_syntax_problem(url: str) -> str | None:
+    """What makes `url` unsendable as it is (None when nothing): a character a request line cannot
+    hold raw. Says where (path, query string) without echoing any of it: the query may be a
+    signature."""
+    position, what = None, ""
+    if not url.isascii():
+        position = next(i for i, ch in enumerate(url) if not ch.isascii())
+        what = "a non-ASCII character"
+        advice = "percent-encode its UTF-8 bytes (é is %C3%A9)"
+    if (match := _UNSENDABLE.search(url)) is not None and (position is None or match.start() < position):
+        character = match.group()
+        position, what = match.start(), _CHARACTER_NAMES.get(character, f"control character {ord(character):#04x}")
+        advice = "percent-encode it (a space is %20)"
+    if position is None:
+        return None
+    head = url[:position]
+    in_path = "/" in head.partition("://")[2]
+    part = "fragment" if "#" in head else "query string" if "?" in head else "path" if in_path else "host"
+    return f"the URL holds {what} in its {part} (character {position + 1}); {advice}"
 
 
 def check_url(url: str, policy: UrlPolicy, field: str) -> UrlTarget:
@@ -134,6 +171,9 @@ def check_url(url: str, policy: UrlPolicy, field: str) -> UrlTarget:
     """
     if not policy.allowlist:
         raise SourceRefused(field, "url sources are off on this worker (the operator lists hosts in URL_ALLOWLIST)")
+    problem = url_syntax_problem(url)
+    if problem:  # checked on the raw text: urlsplit silently drops tabs and line breaks
+        raise InvalidSource(field, problem)
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
@@ -178,6 +218,8 @@ def checked_addresses(
     except ValueError:
         try:
             addresses = resolve(target.host, target.port)
+        except TimeoutError:  # the fetch's deadline, which its caller reports
+            raise
         except (OSError, UnicodeError) as exc:
             raise FetchFailed(field, f"cannot resolve {target.host!r} ({exc})") from None
     if not addresses:
@@ -211,6 +253,8 @@ def resolve_input_path(raw: str, root: str, field: str) -> Path:
         real = candidate.resolve(strict=True)
     except (FileNotFoundError, NotADirectoryError):
         raise FetchFailed(field, f"no such file {raw!r} under the input root") from None
+    except UnicodeError:  # a lone surrogate from JSON: no file system name can hold it
+        raise InvalidSource(field, "the path is not valid text (a lone UTF-16 surrogate)") from None
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
         raise FetchFailed(field, f"cannot read {raw!r} ({type(exc).__name__})") from None
     if not real.is_relative_to(root_path.resolve()):

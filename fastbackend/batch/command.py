@@ -27,7 +27,7 @@ def add_batch_parser(sub) -> None:
     batch.add_argument("--out", required=True, metavar="FILE", help="results, JSON lines (appended; resumable)")
     batch.add_argument("--csv", metavar="FILE", help="also write the results as CSV at the end")
     batch.add_argument("--adapter", help="adapter name (default: the base model)")
-    batch.add_argument("--top-k", type=int, default=1)
+    batch.add_argument("--top-k", type=int, default=1, help="ranked labels recorded per image (default 1)")
     batch.add_argument("--split", help="only this split of a manifest")
     batch.add_argument(
         "--allow-outside",

@@ -29,6 +29,9 @@ CANCELLED = "JOB_CANCELLED"  # RunPod cancelled or timed it out
 RETRYABLE_WORKER_CODES = frozenset({"RATE_LIMITED", "MODEL_NOT_READY", "OUT_OF_MEMORY", "INTERNAL"})
 # Worker codes about one image: that image is recorded failed, the rest of its job is sent again.
 ITEM_CODES = frozenset({"IMAGE_DECODE_FAILED", "IMAGE_TOO_LARGE", "IMAGE_SOURCE_NOT_ALLOWED", "IMAGE_FETCH_FAILED"})
+# The client's own mistake: never retried; when it names one image (`images[3]: ...`, a URL or path
+# the worker cannot take as it is), only that image fails.
+INVALID_INPUT = "INVALID_INPUT"
 
 BODY_MARGIN = 64 * 1024  # JSON framing, adapter and top_k, with room to spare
 _CODED = re.compile(r"^([A-Z][A-Z0-9_]+): (.*)$", re.DOTALL)

@@ -20,6 +20,7 @@ from typing import Any
 
 from fastbackend.batch.plan import (
     CANCELLED,
+    INVALID_INPUT,
     ITEM_CODES,
     LOST,
     NETWORK,
@@ -120,8 +121,8 @@ class JobRunner:
                 records += records_from_output(group, outcome.output, self.adapter, outcome.job_id, attempt)
                 continue
             code = outcome.code or LOST
-            if outcome.kind == "failed" and code in ITEM_CODES:
-                index = failed_index(outcome.message, len(group))
+            index = failed_index(outcome.message, len(group)) if outcome.kind == "failed" else None
+            if outcome.kind == "failed" and (code in ITEM_CODES or (code == INVALID_INPUT and index is not None)):
                 if index is not None:
                     records.append(failure(group[index], code, outcome.message, self.adapter, outcome.job_id, attempt))
                     rest = group[:index] + group[index + 1 :]

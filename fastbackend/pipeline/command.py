@@ -73,12 +73,12 @@ def add_pipeline_parser(sub) -> None:
         func=cmd_pipeline_list
     )
     show = psub.add_parser("show", parents=[definitions], help="every parameter of a pipeline: type, default, origin")
-    show.add_argument("name")
+    show.add_argument("name", help="a pipeline named in the definitions file (`pipeline list`)")
     show.set_defaults(func=cmd_pipeline_show)
     prun = psub.add_parser(
         "run", parents=[definitions], help="run a pipeline (or a sweep) into runs/<utc-time>-<name>/"
     )
-    prun.add_argument("name")
+    prun.add_argument("name", help="a pipeline named in the definitions file (`pipeline list`)")
     prun.add_argument(
         "-p",
         "--param",

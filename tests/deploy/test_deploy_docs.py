@@ -1,4 +1,4 @@
-"""README's deploy and pod commands are the ones that work: the endpoint-creation snippet runs
+"""The deploy and pod tutorials' commands are the ones that work: the endpoint-creation snippet runs
 against the runpod SDK (its GraphQL call faked), every `fastbackend` line parses, every `make`
 target exists, and the pod script answers --help."""
 
@@ -14,16 +14,10 @@ import pytest
 from fastbackend.cli import build_parser
 
 
-def _section(readme: str, title: str) -> str:
-    start = readme.index(f"## {title}\n")
-    end = readme.find("\n## ", start + 1)
-    return readme[start : end if end > 0 else None]
-
-
 @pytest.fixture(scope="module")
 def deploy_docs(root):
-    readme = (root / "README.md").read_text()
-    return _section(readme, "Deploy to RunPod") + _section(readme, "Develop on a pod")
+    tutorials = root / "docs" / "tutorials"
+    return (tutorials / "deploy.md").read_text() + "\n" + (tutorials / "develop-on-a-pod.md").read_text()
 
 
 def test_the_endpoint_snippet_creates_a_serverless_template_and_an_endpoint(root, deploy_docs, monkeypatch):
@@ -38,7 +32,7 @@ def test_the_endpoint_snippet_creates_a_serverless_template_and_an_endpoint(root
 
     monkeypatch.setattr(ctl, "run_graphql_query", fake_graphql)
     monkeypatch.setenv("RUNPOD_API_KEY", "rp-test")
-    exec(compile(snippet, "README.md", "exec"), {"__name__": "readme"})
+    exec(compile(snippet, "docs/tutorials/deploy.md", "exec"), {"__name__": "readme"})
     template, endpoint = sent
     assert "isServerless: true" in template and 'imageName: "docker.io/<you>/fastbackend-worker:0.1.0"' in template
     hub = json.loads((root / ".runpod" / "hub.json").read_text())["config"]
@@ -69,4 +63,4 @@ def test_the_pod_script_documents_its_options(root, deploy_docs):
 
 
 def _section_of(text: str, title: str) -> str:
-    return text[text.index(f"## {title}") :]
+    return text[text.index(f"# {title}") :]

@@ -220,10 +220,7 @@ def test_the_documented_batch_commands_parse(root):
 
     from fastbackend.cli import build_parser
 
-    readme = (root / "README.md").read_text()
-    section = readme[
-        readme.index("## Scoring a dataset\n") : readme.index("\n## ", readme.index("## Scoring a dataset"))
-    ]
+    section = (root / "docs" / "tutorials" / "score-a-dataset.md").read_text()
     lines = [line.split("#")[0].rstrip(" &") for line in section.splitlines() if ".venv/bin/fastbackend " in line]
     assert sum(" batch " in line for line in lines) >= 4
     for line in lines:
@@ -327,3 +324,18 @@ def test_a_train_runs_split_manifest_is_scored_with_allow_outside(dataset, tmp_p
     finally:
         server.shutdown()
     assert len(lines(tmp_path / "r.jsonl")) == N_IMAGES
+
+
+def test_a_clients_mistake_on_one_image_fails_that_image_only_and_is_not_retried(dataset, tmp_path):
+    """INVALID_INPUT naming images[i] (a path the worker cannot take as it is): the same answer on
+    every worker, so never retried; the job's other images are sent again and scored."""
+    root, keys = dataset
+    faults = Faults(failed={1: "INVALID_INPUT: images[1]: the path is not valid text (a lone UTF-16 surrogate)"})
+    with fake_queue(faults) as fake:
+        summary = run(fake, root, tmp_path / "results.jsonl", concurrency=1)
+    rows = lines(tmp_path / "results.jsonl")
+    assert_exactly_once(rows, keys)
+    invalid = [row for row in rows if row["code"] == "INVALID_INPUT"]
+    assert [row["path"] for row in invalid] == [keys[fake.jobs["job-1"]["input"]["images"][1]]]
+    assert invalid[0]["attempt"] == 1 and not summary.retries, summary.retries
+    assert summary.failed_by_code == {"INVALID_INPUT": 1, "IMAGE_DECODE_FAILED": 1}

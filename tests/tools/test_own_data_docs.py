@@ -1,4 +1,4 @@
-"""README's "Your own data" commands are ones that work: each pipeline command parses, and its
+"""The own-data tutorial's commands are ones that work: each pipeline command parses, and its
 parameters are known to the pipeline's notebooks with the right types (planned, not run)."""
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from fastbackend.pipeline.plan import parse_assignment, plan_runs
 
 
 def test_every_pipeline_command_of_your_own_data_plans(root, tmp_path):
-    readme = (root / "README.md").read_text()
-    start = readme.index("## Your own data\n")
-    section = readme[start : readme.index("\n## ", start + 1)].replace("\\\n", " ")
+    section = (root / "docs" / "tutorials" / "own-data.md").read_text().replace("\\\n", " ")
     commands = [line.split("#")[0] for line in section.splitlines() if ".venv/bin/fastbackend pipeline run" in line]
     assert {shlex.split(c)[3] for c in commands} == {"evaluate", "train"}
     definitions = load_definitions(root / "pipelines.yaml")

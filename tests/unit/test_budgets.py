@@ -45,3 +45,28 @@ def test_the_decode_deadline_stops_between_images_only_when_some_are_left():
     deadline.check(3, 3)  # the last image is done: nothing is saved by refusing now
     assert code_of(lambda: deadline.check(1, 3)) is ErrorCode.IMAGE_TOO_LARGE
     Deadline(60_000).check(1, 3)
+
+
+@pytest.mark.parametrize("kind", ["admission", "pixels"])
+def test_a_job_over_a_cap_waits_for_room_then_is_refused(kind):
+    """Issue 24 item 6: on RunPod a taken job that is refused is FAILED, so it waits (bounded)."""
+    import threading
+
+    from worker.runtime import Admission
+
+    if kind == "admission":
+        waiting, quick = Admission(1, 10, wait_s=5), Admission(1, 10, wait_s=0.2)
+        hold, enter = (lambda cap: cap.admit(1)), (lambda cap: cap.admit(1))
+    else:
+        waiting, quick = PixelBudget(100, wait_s=5), PixelBudget(100, wait_s=0.2)
+        hold, enter = (lambda cap: cap.reserve(100)), (lambda cap: cap.reserve(1))
+    with hold(quick):
+        start = time.monotonic()
+        assert code_of(lambda: enter(quick).__enter__()) is ErrorCode.RATE_LIMITED
+        assert 0.15 < time.monotonic() - start < 2
+    holder = hold(waiting)
+    holder.__enter__()
+    threading.Timer(0.3, holder.__exit__, (None, None, None)).start()  # the other job ends
+    start = time.monotonic()
+    with enter(waiting):
+        assert 0.25 < time.monotonic() - start < 4, "admitted once the room was given back"

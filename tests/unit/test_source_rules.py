@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 
 import pytest
 
+from worker.budgets import SourceBytes
 from worker.config import ConfigError, WorkerConfig
-from worker.errors import ErrorCode
+from worker.errors import ErrorCode, WorkerError
 from worker.source_rules import (
     FetchFailed,
+    InvalidSource,
     SourceRefused,
     UrlPolicy,
     UrlTarget,
@@ -20,8 +23,9 @@ from worker.source_rules import (
     parse_host_pattern,
     redact,
     resolve_input_path,
+    url_syntax_problem,
 )
-from worker.sources import url_policy
+from worker.sources import describe, holding_sources, url_policy
 
 ALLOW = ("images.example.com", "*.cdn.example.org")
 
@@ -219,3 +223,74 @@ def test_config_reads_the_source_variables():
 def test_config_refuses_bad_source_rules(var, value):
     with pytest.raises(ConfigError, match=repr(value)):
         WorkerConfig.from_env({var: value})
+
+
+# -- what a URL or path may hold, and what messages may show (issue 24, items 2 and 8) -----------
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("https://images.example.com/a b.png", "a space in its path (character 29)"),
+        ("https://images.example.com/a.png?sig=x y", "a space in its query string"),
+        ("https://images.example.com/a.png#x\ty", "a tab in its fragment"),
+        ("https://images.example.com/a\r\n.png", "a carriage return in its path"),
+        ("https://images.example.com/a\x01.png", "control character 0x01 in its path"),
+        ("https://imagés.example.com/a.png", "a non-ASCII character in its host"),
+        ("https://images.example.com/dé.png?sig=é", "a non-ASCII character in its path (character 29)"),
+    ],
+)
+def test_unsendable_urls_are_the_clients_mistake(url, problem):
+    assert problem in url_syntax_problem(url)
+    with pytest.raises(InvalidSource) as invalid:
+        check_url(url, POLICY, "images[2]")
+    assert invalid.value.code is ErrorCode.INVALID_INPUT and invalid.value.field == "images[2]"
+    assert "sig=" not in invalid.value.message and "y" not in invalid.value.message.split(";")[0][-20:]
+
+
+def test_sendable_urls_have_no_problem():
+    assert url_syntax_problem("https://images.example.com/d%C3%A9.png?X-Amz-Signature=a%20b&x=1#top") is None
+
+
+def test_messages_never_show_a_query_or_a_raw_control_character():
+    assert redact("https://h.com/a\r\nb c.png?sig=SECRET") == "https://h.com/a\\r\\nb%20c.png"
+    assert redact("https://h.com/[x?sig=SECRET") == "https://h.com/[x"
+    error = http.client.InvalidURL("URL can't contain control characters. '/a b?X-Amz-Signature=SECRET' (found ' ')")
+    assert "SECRET" not in describe(error) and describe(error).startswith("InvalidURL: URL can't")
+
+
+def test_a_path_that_is_not_valid_text_is_invalid_input(volume):
+    with pytest.raises(InvalidSource) as invalid:
+        resolve_input_path("data/\ud800.png", str(volume), "images[0]")
+    assert invalid.value.code is ErrorCode.INVALID_INPUT
+
+
+# -- a job's source bytes (item 7) -------------------------------------------------------------------
+def test_a_jobs_source_bytes_count_against_its_budget_and_the_workers():
+    worker_bytes = SourceBytes(100)
+    config = WorkerConfig(max_image_bytes=50, max_job_source_bytes=60, max_worker_source_bytes=100)
+    with holding_sources(config, worker_bytes) as first:
+        first.take(50)
+        with pytest.raises(WorkerError) as job_over:
+            first.take(11)
+        assert job_over.value.code is ErrorCode.IMAGE_TOO_LARGE and "FASTBACKEND_MAX_JOB_SOURCE_BYTES" in str(
+            job_over.value
+        )
+        with holding_sources(config, worker_bytes) as second:
+            second.take(50)
+            with pytest.raises(WorkerError) as worker_over:
+                second.take(1)
+            assert worker_over.value.code is ErrorCode.RATE_LIMITED
+        assert worker_bytes.in_use == 50 and second.cancel.is_set()
+    assert worker_bytes.in_use == 0
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"max_image_bytes": 10, "max_job_source_bytes": 9, "max_worker_source_bytes": 20},
+        {"max_image_bytes": 10, "max_job_source_bytes": 20, "max_worker_source_bytes": 19},
+        {"url_job_timeout_ms": 0},
+    ],
+)
+def test_config_refuses_source_budgets_that_would_refuse_a_valid_job(values):
+    with pytest.raises(ConfigError):
+        WorkerConfig(**values)

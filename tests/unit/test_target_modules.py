@@ -1,4 +1,4 @@
-"""One table of default LoRA target modules: notebook 03's export cell. README's support table and
+"""One table of default LoRA target modules: notebook 03's export cell. docs/tasks/classification.md's support table and
 the architectures the tests build are checked against it, so the three cannot drift apart."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fixtures.architectures import ARCHITECTURES
 from exported.train_adapter import DEFAULT_TARGET_MODULES, default_target_modules
 
 ROOT = Path(__file__).resolve().parents[2]
-# README's name for each `config.model_type`.
+# The support table's name for each `config.model_type`.
 TITLES = {
     "vit": "ViT",
     "deit": "DeiT",
@@ -30,7 +30,7 @@ TITLES = {
 def readme_targets() -> dict[str, list[str]]:
     """Support table rows -> the backticked modules of the `target_modules` column (a trailing
     `(never ...)` note left out; `\\|` is a table-escaped `|`)."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "tasks" / "classification.md").read_text()
     start = text.index("| architecture | processor | default LoRA `target_modules` |")
     rows = {}
     for line in text[start:].splitlines()[2:]:

@@ -72,14 +72,14 @@ def test_model_not_ready_before_setup(valid_job):
 
 
 def test_rate_limited_when_another_job_is_in_flight(make_worker, valid_job):
-    worker = make_worker(max_jobs_in_flight=1, warmup=False)
+    worker = make_worker(max_jobs_in_flight=1, warmup=False, max_admission_wait_ms=0)
     with worker.admission.admit(1):  # a job holding the only slot, as a concurrent one would
         assert_error(worker.handle(valid_job[0]), ErrorCode.RATE_LIMITED)
     assert_still_serves(worker, valid_job)
 
 
 def test_rate_limited_when_queued_images_pass_the_cap(make_worker, valid_job):
-    small = make_worker(max_queued_images=2, max_batch=2, max_jobs_in_flight=2)
+    small = make_worker(max_queued_images=2, max_batch=2, max_jobs_in_flight=2, max_admission_wait_ms=200)
     image = valid_job[0]["input"]["images"]
     with small.admission.admit(1):  # another job's image in flight
         assert_error(small.handle({"id": "q", "input": {"images": [image] * 2}}), ErrorCode.RATE_LIMITED)

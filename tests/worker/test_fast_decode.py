@@ -1,4 +1,4 @@
-"""FASTBACKEND_FAST_DECODE: off is the exact path, on stays within the bound README documents.
+"""FASTBACKEND_FAST_DECODE: off is the exact path, on stays within the bound docs/explanation/decoding.md documents.
 
 Tiny models of three resize rules (tests/fixtures/architectures.py: height/width, ConvNeXt's
 crop_pct, shortest_edge + crop) get the parity photographs as JPEG (tests/fixtures/photos.py,
@@ -15,7 +15,7 @@ from fixtures.architectures import build
 from fixtures.photos import fast_decode_photos, fast_decode_rows
 
 PARITY_TOLERANCE = 1e-3  # tests/worker/test_preprocess_parity.py's
-FAST_BOUND = 0.15  # normalised units (about 10 of 255 levels before normalising), README's Configuration
+FAST_BOUND = 0.15  # normalised units (about 10 of 255 levels before normalising), docs/explanation/decoding.md
 
 
 @pytest.mark.parametrize("name", ["vit", "convnext", "dinov2"])

@@ -4,7 +4,7 @@ Threshold 99% of 359 (at most 3 images differ). An image can change its top-1 on
 two best logits are closer than the two logits' errors together: bfloat16 keeps 8 significant bits
 and its logits differ from float32's by up to 0.56 on these models, and 11 (digits) to 35 (inverted)
 of the 359 held-out images have a float32 top-2 margin under 1.2, so a few flips are rounding, not a
-bug. Measured: float16 359/359, bfloat16 358-359/359 (README, Device and dtype;
+bug. Measured: float16 359/359, bfloat16 358-359/359 (docs/explanation/precision.md;
 `python -m benchmarks.precision`). A wrong cast, a wrong normalisation or an adapter left out moves
 dozens of images and fails.
 """

