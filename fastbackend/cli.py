@@ -61,8 +61,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
     import json
 
     from worker.schema import json_schema
+    from worker.tasks import DEFAULT_TASK, TASKS
 
-    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(json_schema(TASKS[DEFAULT_TASK].request), indent=2, sort_keys=True) + "\n"
     if args.check:
         if Path(args.output).read_text() != text:
             print(f"{args.output} is stale: run `fastbackend schema --write`", file=sys.stderr)

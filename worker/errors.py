@@ -66,6 +66,11 @@ class ErrorCode(str, enum.Enum):
         "The base model or its processor cannot be loaded or reproduced exactly; at setup the worker exits "
         "with this one line, naming the file and the field.",
     )
+    CONFIG_INVALID = (
+        "CONFIG_INVALID",
+        "Setup only: a FASTBACKEND_* variable is invalid (the message names it); the worker exits in one line "
+        "before taking a job.",
+    )
     MODEL_NOT_READY = "MODEL_NOT_READY", "A job arrived before setup finished; retry it."
     RATE_LIMITED = (
         "RATE_LIMITED",

@@ -28,6 +28,10 @@ def add_batch_parser(sub) -> None:
     batch.add_argument("--csv", metavar="FILE", help="also write the results as CSV at the end")
     batch.add_argument("--adapter", help="adapter name (default: the base model)")
     batch.add_argument("--top-k", type=int, default=1, help="ranked labels recorded per image (default 1)")
+    batch.add_argument(
+        "--op", choices=("predict", "embed"), default="predict", help="embed: one vector per image (default predict)"
+    )
+    batch.add_argument("--npy", metavar="FILE", help="with --op embed: also the vectors as one (N, D) float32 .npy")
     batch.add_argument("--split", help="only this split of a manifest")
     batch.add_argument(
         "--allow-outside",
@@ -60,6 +64,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from fastbackend.client import ClientError, target_from
     from worker.datasets import DatasetError
 
+    if args.npy and args.op != "embed":
+        return _usage("--npy needs --op embed")
     if args.remote_root and not args.by_reference:
         return _usage("--remote-root needs --by-reference")
     if min(args.concurrency, args.batch_size, args.max_attempts, args.top_k) < 1:
@@ -72,6 +78,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             target=target,
             adapter=args.adapter,
             top_k=args.top_k,
+            op=args.op,
+            npy=Path(args.npy) if args.npy else None,
             concurrency=args.concurrency,
             batch_size=args.batch_size,
             by_reference=args.by_reference,

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from fastbackend.batch.plan import NOT_SENT, Item, failure, pack, plan_items
-from fastbackend.batch.results import ResultsFile, write_csv
+from fastbackend.batch.plan import NOT_SENT, Item, failure, item_key, pack, plan_items
+from fastbackend.batch.results import ResultsFile, write_csv, write_npy
 from fastbackend.batch.runner import BatchAborted, Counters, JobRunner, RetryPolicy
 from fastbackend.client import ApiClient, Target
 
@@ -36,6 +36,8 @@ class BatchOptions:
     target: Target
     adapter: str | None = None
     top_k: int = 1
+    op: str = "predict"  # or "embed": one vector per image (records' `embedding`)
+    npy: Path | None = None  # with op embed: also the vectors as one (N, D) float32 .npy, in dataset order
     concurrency: int = 4
     batch_size: int = 16
     by_reference: bool = False
@@ -140,7 +142,9 @@ def run_batch(
     client = client or ApiClient(options.target, timeout=options.http_timeout_s)
     stop = threading.Event()
     counters = Counters()
-    runner = JobRunner(client, options.retry, stop, adapter=options.adapter, top_k=options.top_k, counters=counters)
+    runner = JobRunner(
+        client, options.retry, stop, adapter=options.adapter, top_k=options.top_k, op=options.op, counters=counters
+    )
     bar = _progress_bar(options.progress, summary, err)
     started = time.monotonic()
 
@@ -197,6 +201,9 @@ def run_batch(
     summary.retries, summary.jobs_sent, summary.images_sent = counters.retries, counters.jobs_sent, counters.images_sent
     if options.csv:
         print(f"wrote {write_csv(options.out, options.csv)} rows to {options.csv}", file=err)
+    if options.npy:
+        keys = [item_key(i.path, root) for i in dataset.items]
+        print(f"wrote {write_npy(options.out, options.npy, keys)} vectors to {options.npy}", file=err)
     return summary
 
 

@@ -159,7 +159,7 @@ def _lines(path: Path) -> Iterator[str]:
 
 
 def write_csv(jsonl: Path, csv_path: Path) -> int:
-    """The results as CSV (top_k as a JSON string); returns the number of rows."""
+    """The results as CSV (top_k and embedding as JSON strings); returns the number of rows."""
     rows = 0
     # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes.
     with open(csv_path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
@@ -167,8 +167,27 @@ def write_csv(jsonl: Path, csv_path: Path) -> int:
         writer.writeheader()
         for line in _lines(jsonl):
             row = json.loads(line)
-            if row.get("top_k") is not None:
-                row["top_k"] = json.dumps(row["top_k"], separators=(",", ":"))
+            for key in ("top_k", "embedding"):
+                if row.get(key) is not None:
+                    row[key] = json.dumps(row[key], separators=(",", ":"))
             writer.writerow(row)
             rows += 1
     return rows
+
+
+def write_npy(jsonl: Path, npy_path: Path, keys: Sequence[str]) -> int:
+    """The embeddings of the results file as one (N, D) float32 array in `keys`' (the dataset's) order,
+    and beside it `<name>.paths.txt`, the image of each row; images without a vector are left out.
+    Returns N."""
+    import numpy as np
+
+    vectors: dict[str, list[float]] = {}
+    for line in _lines(jsonl):
+        row = json.loads(line)
+        if row.get("embedding") is not None:
+            vectors[row["path"]] = row["embedding"]
+    kept = [key for key in keys if key in vectors]
+    dims = len(vectors[kept[0]]) if kept else 0
+    np.save(npy_path, np.asarray([vectors[k] for k in kept], dtype=np.float32).reshape(len(kept), dims))
+    npy_path.with_suffix(".paths.txt").write_text("".join(f"{key}\n" for key in kept), encoding="utf-8")
+    return len(kept)
