@@ -47,6 +47,9 @@ PROCESSOR_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "BitImageProcessor": _CLIP,
     "CLIPImageProcessor": {**_CLIP, "use_square_size": False},
+    "SiglipImageProcessor": {
+        **_HALVES, "resample": _BICUBIC, "size": _SQUARE_224, "default_to_square": False, "do_convert_rgb": True,
+    },
     "EfficientNetImageProcessor": {
         **_HALVES, "do_center_crop": False, "resample": _BICUBIC, "size": {"height": 346, "width": 346},
         "crop_size": {"height": 289, "width": 289}, "rescale_offset": False, "include_top": True,
@@ -65,6 +68,7 @@ _MODEL_TYPE_PROCESSORS = {
     "swin": "ViTImageProcessor", "swinv2": "ViTImageProcessor", "convnext": "ConvNextImageProcessor",
     "convnextv2": "ConvNextImageProcessor", "resnet": "ConvNextImageProcessor", "regnet": "ConvNextImageProcessor",
     "dinov2": "BitImageProcessor", "clip": "CLIPImageProcessor", "efficientnet": "EfficientNetImageProcessor",
+    "siglip": "SiglipImageProcessor",
 }
 
 
