@@ -17,6 +17,7 @@ from worker.errors import ModelLoadFailed
 
 PROCESSOR_FILE = "preprocessor_config.json"
 _HALF = (0.5, 0.5, 0.5)  # transformers' IMAGENET_STANDARD_MEAN and _STD
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # IMAGENET_DEFAULT_*
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _BILINEAR, _BICUBIC = 2, 3  # PIL's resample codes, as preprocessor_config.json stores them
@@ -45,6 +46,10 @@ PROCESSOR_DEFAULTS: dict[str, dict[str, Any]] = {
         **_HALVES, "resample": _BICUBIC, "size": {"shortest_edge": 384}, "default_to_square": False,
         "crop_pct": 224 / 256,
     },
+    "SegformerImageProcessor": {
+        **_DO, "image_mean": _IMAGENET_MEAN, "image_std": _IMAGENET_STD, "resample": _BILINEAR,
+        "size": {"height": 512, "width": 512}, "do_reduce_labels": False,
+    },
     "BitImageProcessor": _CLIP,
     "CLIPImageProcessor": {**_CLIP, "use_square_size": False},
     "SiglipImageProcessor": {
@@ -67,6 +72,7 @@ _MODEL_TYPE_PROCESSORS = {
     "vit": "ViTImageProcessor", "deit": "DeiTImageProcessor", "beit": "BeitImageProcessor",
     "swin": "ViTImageProcessor", "swinv2": "ViTImageProcessor", "convnext": "ConvNextImageProcessor",
     "convnextv2": "ConvNextImageProcessor", "resnet": "ConvNextImageProcessor", "regnet": "ConvNextImageProcessor",
+    "segformer": "SegformerImageProcessor", "data2vec-vision": "BeitImageProcessor",
     "dinov2": "BitImageProcessor", "clip": "CLIPImageProcessor", "efficientnet": "EfficientNetImageProcessor",
     "siglip": "SiglipImageProcessor",
 }

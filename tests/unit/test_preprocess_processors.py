@@ -32,6 +32,9 @@ CASES = {
         3,
     ),
     "efficientnet": ("EfficientNetImageProcessor", {"size": 60, "rescale_offset": True, "do_center_crop": True}, 3),
+    "segformer-defaults": ("SegformerImageProcessor", {}, 3),
+    "segformer-64-bicubic": ("SegformerImageProcessor", {"size": {"height": 64, "width": 48}, "resample": 3}, 3),
+    "segformer-reduce-labels": ("SegformerImageProcessor", {"size": 32, "do_reduce_labels": True}, 3),
     "no-rescale": ("ViTImageProcessor", {"size": 32, "do_rescale": False, "image_mean": [127, 127, 127]}, 3),
     "crop-bigger-than-image": ("DeiTImageProcessor", {"size": 20, "crop_size": {"height": 30, "width": 24}}, 3),
 }
