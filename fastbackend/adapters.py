@@ -15,6 +15,7 @@ from exported.preprocess import build_eval_transform, read_preprocess_config, to
 from worker.errors import AdapterIncompatible
 from worker.hub import local_model_dir
 from worker.models import adapter_folder, skip_reason
+from worker.tasks import task_name_for
 
 
 def stamp(adapter_dir: str | Path, base_model: str, *, task: str = "", description: str = "") -> dict[str, Any]:
@@ -45,7 +46,7 @@ def stamp(adapter_dir: str | Path, base_model: str, *, task: str = "", descripti
     meta_path = folder / ADAPTER_META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta["base_fingerprint"] = fingerprint
-    meta["task"] = task or meta.get("task") or "classification"
+    meta["task"] = task or meta.get("task") or task_name_for(base_dir)  # the pipeline task the base serves
     meta["description"] = description or meta.get("description") or f"LoRA adapter for {base_model}"
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta

@@ -1,10 +1,12 @@
 """Micro-batching: concurrent predict jobs for the same adapter share one forward pass.
 
-Jobs submit their preprocessed pixels and wait on a future. One batcher thread takes the
-oldest request, then gathers more for the *same* adapter until `max_images` images are
+Jobs submit their model inputs (named batch-first arrays, worker/tasks) and wait on a future.
+One batcher thread takes the oldest request, then gathers more with the *same* batch key (the
+adapter, and every input's name, per-image shape and dtype) until `max_images` images are
 collected, `max_wait_ms` has passed since the first, or no job that could still join is in
-flight, runs one forward, and hands each job exactly its rows back, in order. Requests for
-other adapters wait for a later batch: one forward never mixes adapters.
+flight, runs one forward on the inputs concatenated by name, and hands each job exactly its
+rows of every output back, in order. Other requests wait for a later batch: one forward never
+mixes adapters, nor inputs of different shapes.
 
 A job holds a `Ticket` from the moment it starts until it submits or ends: the batcher waits
 only while some ticket is open, so a lone job never waits for company that is not coming.
@@ -28,11 +30,25 @@ import numpy as np
 
 from worker.telemetry import percentile
 
+Inputs = dict[str, np.ndarray]  # named batch-first arrays
+
+
+def batch_key(inputs: Inputs, adapter: str | None, op: str) -> tuple[Any, ...]:
+    """What requests must share to run in one forward: the op, the adapter and each input's per-image shape."""
+    return (op, adapter, *sorted((name, array.shape[1:], array.dtype.str) for name, array in inputs.items()))
+
+
+def _rows(inputs: Inputs) -> int:
+    return len(next(iter(inputs.values())))
+
 
 @dataclass
 class _Request:
     adapter: str | None
-    pixels: np.ndarray
+    op: str
+    inputs: Inputs
+    key: tuple[Any, ...]
+    images: int
     submitted: float = field(default_factory=time.perf_counter)
     future: Future = field(default_factory=Future)
 
@@ -87,10 +103,10 @@ def off_cpu() -> Iterator[None]:
 
 
 class MicroBatcher:
-    """Runs `forward(pixels, adapter) -> logits` over batches gathered from concurrent jobs."""
+    """Runs `forward(inputs, adapter, op) -> outputs` over batches gathered from concurrent jobs."""
 
     def __init__(
-        self, forward: Callable[[np.ndarray, str | None], np.ndarray], max_images: int, max_wait_ms: float
+        self, forward: Callable[[Inputs, str | None, str], Inputs], max_images: int, max_wait_ms: float
     ) -> None:
         self._forward = forward
         self.max_images = max_images
@@ -110,16 +126,16 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._run, name="fastbackend-batcher", daemon=True)
         self._thread.start()
 
-    def forward(self, pixels: np.ndarray, adapter: str | None) -> np.ndarray:
-        """Blocking: submit and wait for this job's logits (raises what the forward raised).
+    def forward(self, inputs: Inputs, adapter: str | None, op: str = "predict") -> Inputs:
+        """Blocking: submit and wait for this job's outputs (raises what the forward raised).
 
         A job alone (nothing queued, no other job that could still join) runs its forward in its
         own thread: handing it to the batcher thread and back cost a lone job ~25% on the
         embedded model (two thread switches), and there is no company to wait for.
         """
         if self._alone():
-            return self._run_batch_of_one(pixels, adapter)
-        future = self.submit(pixels, adapter)
+            return self._run_batch_of_one(inputs, adapter, op)
+        future = self.submit(inputs, adapter, op)
         if _TICKET.get() is None:
             return future.result()
         self.cpu_slots.release()  # waiting for the batch takes no CPU: let another job decode
@@ -141,12 +157,12 @@ class MicroBatcher:
                 self._close_locked(ticket)  # a job arriving now must not wait for this one
             return True
 
-    def _run_batch_of_one(self, pixels: np.ndarray, adapter: str | None) -> np.ndarray:
-        logits = self._forward(pixels, adapter)  # the model's own lock keeps forwards one at a time
+    def _run_batch_of_one(self, inputs: Inputs, adapter: str | None, op: str) -> Inputs:
+        outputs = self._forward(inputs, adapter, op)  # the model's own lock keeps forwards one at a time
         with self._lock:
-            self._batch_sizes[len(logits)] += 1
+            self._batch_sizes[_rows(inputs)] += 1
             self._queue_wait_ms.append(0.0)
-        return logits
+        return outputs
 
     def ticket(self) -> Ticket:
         """Count a starting job as one that may join a batch (call before it runs)."""
@@ -154,8 +170,8 @@ class MicroBatcher:
             self._open_tickets += 1
         return Ticket(self)
 
-    def submit(self, pixels: np.ndarray, adapter: str | None) -> Future:
-        request = _Request(adapter, pixels)
+    def submit(self, inputs: Inputs, adapter: str | None, op: str = "predict") -> Future:
+        request = _Request(adapter, op, inputs, batch_key(inputs, adapter, op), _rows(inputs))
         ticket = _TICKET.get()
         with self._cond:
             if ticket is not None:
@@ -193,24 +209,24 @@ class MicroBatcher:
 
     def _gather(self) -> list[_Request]:
         first = self._waiting.popleft() if self._waiting else self._next(None)
-        batch, images = [first], len(first.pixels)
+        batch, images = [first], first.images
         deadline = first.submitted + self.max_wait_s
-        # Requests already set aside for this adapter join first, in arrival order.
+        # Requests already set aside with this batch key join first, in arrival order.
         for request in list(self._waiting):
-            if request.adapter == first.adapter and images + len(request.pixels) <= self.max_images:
+            if request.key == first.key and images + request.images <= self.max_images:
                 self._waiting.remove(request)
                 batch.append(request)
-                images += len(request.pixels)
+                images += request.images
         while images < self.max_images:
             request = self._next(deadline)
             if request is None:
                 break
-            if request.adapter == first.adapter and images + len(request.pixels) <= self.max_images:
+            if request.key == first.key and images + request.images <= self.max_images:
                 batch.append(request)
-                images += len(request.pixels)
+                images += request.images
             else:
                 self._waiting.append(request)
-                if request.adapter == first.adapter:
+                if request.key == first.key:
                     break  # the batch is full for it
         return batch
 
@@ -223,18 +239,21 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             try:
-                logits = self._forward(np.concatenate([r.pixels for r in batch]), batch[0].adapter)
+                names = batch[0].inputs
+                joined = {n: np.concatenate([r.inputs[n] for r in batch]) for n in names} if len(batch) > 1 else names
+                outputs = self._forward(joined, batch[0].adapter, batch[0].op)
             except BaseException as exc:  # the model failed: every job of this batch learns why
                 for request in batch:
                     request.future.set_exception(exc)
                 continue
             with self._lock:
-                self._batch_sizes[len(logits)] += 1
+                self._batch_sizes[sum(r.images for r in batch)] += 1
                 self._queue_wait_ms.extend((started - r.submitted) * 1000 for r in batch)
             offset = 0
             for request in batch:
-                request.future.set_result(logits[offset : offset + len(request.pixels)])
-                offset += len(request.pixels)
+                end = offset + request.images
+                request.future.set_result({name: array[offset:end] for name, array in outputs.items()})
+                offset = end
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

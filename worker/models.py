@@ -17,6 +17,7 @@ from worker.contract import NotebookFunctions
 from worker.decoding import Reduction
 from worker.errors import ErrorCode, ModelLoadFailed, WorkerError
 from worker.hub import is_hub_id, local_model_dir
+from worker.tasks import TASKS, Arrays, Task, select_task
 from worker.telemetry import log_event
 
 
@@ -59,7 +60,7 @@ def skip_reason(path: Path, folder: Path | None, base_model: str) -> str:
 
 
 def scan_adapter_folders(
-    adapters_dir: Path, fns: NotebookFunctions, base_model: str = ""
+    adapters_dir: Path, fns: NotebookFunctions, base_model: str = "", served_task: str = ""
 ) -> tuple[dict[str, AdapterEntry], list[SkippedAdapter]]:
     """The registry (every subfolder holding an adapter, in peft's flat or named layout) and the
     folders skipped, each with its reason; one log line per folder. Only registered names can be
@@ -81,6 +82,12 @@ def scan_adapter_folders(
                     meta = fns.read_adapter_meta(folder)
                 except WorkerError as exc:
                     reason = str(exc)
+                else:  # a task that is a pipeline name must be the served one (others are free text)
+                    trained_for = meta.get("task")
+                    if served_task and trained_for in TASKS and trained_for != served_task:
+                        reason = (
+                            f"{folder / 'fastbackend.json'}: made for task {trained_for!r}, serving {served_task!r}"
+                        )
             if reason:
                 skipped.append(SkippedAdapter(path.name, str(path), reason))
                 log_event("adapter.skipped", logging.WARNING, name=path.name, path=str(path), reason=reason)
@@ -109,9 +116,7 @@ class ModelHost:
         self.registry: dict[str, AdapterEntry] = {}
         self.skipped: list[SkippedAdapter] = []  # found but not served, each with its reason
         self.fingerprint = ""
-        self.labels: list[str] = []
-        self.preprocess_config: Any = None
-        self.transform: Any = None
+        self.task: Task | None = None  # chosen from the base's config.json (or FASTBACKEND_TASK) by load_processor
         self.reduction: Reduction | None = None  # FASTBACKEND_FAST_DECODE=on: the model's resize, for decoding
         self._cache: OrderedDict[str, float] = OrderedDict()  # name -> load seconds
         self.counters = {"hits": 0, "misses": 0, "evictions": 0}
@@ -138,24 +143,39 @@ class ModelHost:
         self.scan_adapters()
 
     def load_processor(self, base: Path) -> None:
-        self.preprocess_config = config = self.fns.read_preprocess_config(base)
-        self.transform = self.fns.build_eval_transform(config)
+        """The task serving the base (worker/tasks), then its processor."""
+        task = self.task = self.task or select_task(base, self.config.task, self.fns)
+        task.load_processor(base)
         if self.config.fast_decode == "on":  # decode reduced, never below twice what the model's resize makes
 
             def target(width: int, height: int) -> tuple[int, int]:
-                return self.fns.resize_target(height, width, config)[::-1]
+                return task.resize_target(height, width)[::-1]
 
-            self.reduction = Reduction(target, getattr(config, "resample", 2))
+            self.reduction = Reduction(target, task.resample)
+
+    # What the task read, for the tools and tests that look at it.
+    @property
+    def preprocess_config(self) -> Any:
+        return self.task.processor if self.task else None
+
+    @property
+    def transform(self) -> Any:
+        return self.task.transform if self.task else None
+
+    @property
+    def labels(self) -> list[str]:
+        return self.task.labels if self.task else []
 
     def load_model(self, base: Path) -> None:
-        self.model = self.fns.load_base_model(base, device=self.device(), dtype=self.config.dtype)
+        task = self.task = self.task or select_task(base, self.config.task, self.fns)
+        self.model = task.load_model(base, device=self.device(), dtype=self.config.dtype)
         self.model = acceleration.prepare(self.model, channels_last=self.config.channels_last, device=self.device())
-        self.labels = self.fns.model_labels(self.model)
         self.fingerprint = self.fns.model_fingerprint(base) if base.is_dir() else ""
 
     def scan_adapters(self) -> None:
+        served = self.task.name if self.task else ""
         self.registry, self.skipped = scan_adapter_folders(
-            Path(self.config.adapters_dir), self.fns, self.config.base_model
+            Path(self.config.adapters_dir), self.fns, self.config.base_model, served
         )
 
     def preload(self) -> list[str]:
@@ -187,10 +207,7 @@ class ModelHost:
 
     def warm_up(self) -> None:
         """One forward per loaded adapter (and the base), so the first job pays no lazy init."""
-        import numpy as np
-
-        c = self.preprocess_config
-        blank = np.zeros((1, c.num_channels, c.height, c.width), dtype=np.float32)
+        blank = self.task.blank_inputs()
         for adapter in [None, *self._cache] if not self.merged else [self.merged]:
             self.forward(blank, adapter)
 
@@ -250,12 +267,14 @@ class ModelHost:
                 self.fns.detach_adapter(self.model, evicted)
                 self.counters["evictions"] += 1
 
-    def forward(self, pixel_values: Any, adapter: str | None) -> Any:
-        """Logits for `pixel_values` through a validated adapter (None = the base)."""
+    def forward(self, inputs: Arrays, adapter: str | None, op: str = "predict") -> Arrays:
+        """The task's outputs for `op` (predict: `task.forward`; embed: `task.embed`) on a batch of model
+        inputs, through a validated adapter (None = the base)."""
+        run = self.task.embed if op == "embed" else self.task.forward
         with self.lock:
             self.ensure(adapter)
             with acceleration.autocast(self.config.autocast, self.device()):
-                return self.fns.predict_logits(self.model, pixel_values, None if self.merged else adapter)
+                return run(self.model, inputs, None if self.merged else adapter)
 
     def cache_state(self) -> dict[str, Any]:
         with self.lock:
