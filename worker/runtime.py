@@ -120,7 +120,7 @@ class Worker:
         wait_s = config.max_admission_wait_ms / 1000
         self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images, wait_s)
         self.pixel_budget = PixelBudget(config.max_worker_pixels, wait_s)
-        self.source_bytes = SourceBytes(config.max_worker_source_bytes)
+        self.source_bytes = SourceBytes(config.max_worker_source_bytes, wait_s)
         self.production = production_mode()
         timings["config_ms"] = ms_since(start)
         for stage, step in (

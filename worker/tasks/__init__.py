@@ -58,10 +58,13 @@ from worker.errors import ModelLoadFailed
 from worker.tasks.base import Arrays, ImageMeta, Task
 from worker.tasks.classification import ImageClassification
 from worker.tasks.features import ImageFeatureExtraction
+from worker.tasks.zero_shot import ZeroShotImageClassification
 
 # Matching order: the first task whose mapping holds one of the base's architectures serves it;
 # image-feature-extraction (every bare backbone) stays last.
-TASKS: dict[str, type[Task]] = {task.name: task for task in (ImageClassification, ImageFeatureExtraction)}
+TASKS: dict[str, type[Task]] = {
+    task.name: task for task in (ImageClassification, ZeroShotImageClassification, ImageFeatureExtraction)
+}
 DEFAULT_TASK = ImageClassification.name  # the embedded default's; schema/input.json publishes its request
 
 __all__ = ["DEFAULT_TASK", "TASKS", "Arrays", "ImageMeta", "Task", "architectures", "select_task", "task_name_for"]
