@@ -32,6 +32,7 @@ BENCHMARKS = {  # module: (full arguments, --quick arguments)
     "tooling": (["--repeats", "10"], ["--repeats", "3"]),
     "production": (["--jobs", "2000"], ["--jobs", "200"]),
     "batch": (["--images", "300"], ["--images", "40", "--cli-images", "2"]),
+    "embed": (["--repeats", "3"], ["--quick"]),
 }
 
 

@@ -106,8 +106,10 @@ def predict_rows(
         for _ in range(repeats):
             for label, worker in workers.items():
                 samples[label].append(timed(worker.handle, job))
-            samples["forward"].append(timed(host.forward, pixels, None))
-            samples["naive"].append(timed(lambda e: host.forward(naive_pixels(processor, e), None), encoded))
+            samples["forward"].append(timed(host.forward, {"pixel_values": pixels}, None))
+            samples["naive"].append(
+                timed(lambda e: host.forward({"pixel_values": naive_pixels(processor, e)}, None), encoded)
+            )
         f, n = median_ms(samples["forward"]), median_ms(samples["naive"])
         for label in workers:
             h = median_ms(samples[label])

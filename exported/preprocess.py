@@ -17,6 +17,7 @@ from worker.errors import ModelLoadFailed
 
 PROCESSOR_FILE = "preprocessor_config.json"
 _HALF = (0.5, 0.5, 0.5)  # transformers' IMAGENET_STANDARD_MEAN and _STD
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # IMAGENET_DEFAULT_*
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _BILINEAR, _BICUBIC = 2, 3  # PIL's resample codes, as preprocessor_config.json stores them
@@ -45,8 +46,15 @@ PROCESSOR_DEFAULTS: dict[str, dict[str, Any]] = {
         **_HALVES, "resample": _BICUBIC, "size": {"shortest_edge": 384}, "default_to_square": False,
         "crop_pct": 224 / 256,
     },
+    "SegformerImageProcessor": {
+        **_DO, "image_mean": _IMAGENET_MEAN, "image_std": _IMAGENET_STD, "resample": _BILINEAR,
+        "size": {"height": 512, "width": 512}, "do_reduce_labels": False,
+    },
     "BitImageProcessor": _CLIP,
     "CLIPImageProcessor": {**_CLIP, "use_square_size": False},
+    "SiglipImageProcessor": {
+        **_HALVES, "resample": _BICUBIC, "size": _SQUARE_224, "default_to_square": False, "do_convert_rgb": True,
+    },
     "EfficientNetImageProcessor": {
         **_HALVES, "do_center_crop": False, "resample": _BICUBIC, "size": {"height": 346, "width": 346},
         "crop_size": {"height": 289, "width": 289}, "rescale_offset": False, "include_top": True,
@@ -64,7 +72,9 @@ _MODEL_TYPE_PROCESSORS = {
     "vit": "ViTImageProcessor", "deit": "DeiTImageProcessor", "beit": "BeitImageProcessor",
     "swin": "ViTImageProcessor", "swinv2": "ViTImageProcessor", "convnext": "ConvNextImageProcessor",
     "convnextv2": "ConvNextImageProcessor", "resnet": "ConvNextImageProcessor", "regnet": "ConvNextImageProcessor",
+    "segformer": "SegformerImageProcessor", "data2vec-vision": "BeitImageProcessor",
     "dinov2": "BitImageProcessor", "clip": "CLIPImageProcessor", "efficientnet": "EfficientNetImageProcessor",
+    "siglip": "SiglipImageProcessor",
 }
 
 
@@ -109,6 +119,12 @@ def _read_json(path: Path) -> dict:
 
 class _Refused(ValueError):
     """A processor field this worker cannot reproduce exactly; the message names the field."""
+
+
+def _field(values: dict, key: str) -> str:
+    """A field as a refusal names it: `key=value` (a null is None), or `key absent` when neither the
+    file nor the class defaults have it."""
+    return f"{key}={values[key]!r}" if key in values else f"{key} absent"
 
 
 def _processor_type(fields: dict, model_config: dict) -> str:
@@ -169,7 +185,7 @@ def _resize_plan(kind: str, values: dict) -> tuple[str, tuple[int, int], tuple[i
             raise _Refused(f"size={size}: ConvNextImageProcessor needs shortest_edge (transformers refuses it too)")
         edge = size["shortest_edge"]
         if edge < 384 and not (isinstance(values.get("crop_pct"), (int, float)) and values["crop_pct"] > 0):
-            raise _Refused(f"crop_pct={values.get('crop_pct')!r}: shortest_edge < 384 needs a positive crop_pct")
+            raise _Refused(f"{_field(values, 'crop_pct')}: shortest_edge < 384 needs a positive crop_pct")
         if edge < 384:  # resize to edge / crop_pct, then crop edge x edge
             return "crop_pct", (edge, 0), (edge, edge)
         return "exact", (edge, edge), (edge, edge)
@@ -199,7 +215,7 @@ def _refuse_unsupported(values: dict, channels: int) -> None:
     if not isinstance(values["resample"], int) or not 0 <= values["resample"] <= 5:
         raise _Refused(f"resample={values.get('resample')!r}: not a PIL resampling filter (0-5)")
     if values.get("do_rescale") and not isinstance(values.get("rescale_factor"), (int, float)):
-        raise _Refused(f"rescale_factor={values.get('rescale_factor')!r}: not a number")
+        raise _Refused(f"{_field(values, 'rescale_factor')}: not a number")
 
 
 def _model_channels(model_config: dict) -> int:
@@ -223,11 +239,11 @@ def build_preprocess_config(fields: dict, model_config: dict) -> PreprocessConfi
     if values.get("do_center_crop"):
         crop_size = _size_dict(values.get("crop_size"), True, "crop_size")
         if "height" not in crop_size:
-            raise _Refused(f"crop_size={values.get('crop_size')!r}: a crop needs height and width")
+            raise _Refused(f"{_field(values, 'crop_size')}: a crop needs height and width")
         crop = size = (crop_size["height"], crop_size["width"])
     if size is None:
         raise _Refused(
-            f"size={values.get('size')!r} with do_center_crop={values.get('do_center_crop')}: each image would keep "
+            f"{_field(values, 'size')} with {_field(values, 'do_center_crop')}: each image would keep "
             "its own size; the worker batches images of one fixed size"
         )
     normalize = bool(values.get("do_normalize"))

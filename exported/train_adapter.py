@@ -114,7 +114,7 @@ class TrainSettings:
     epochs: int = 10
     lr: float = 1e-2
     batch_size: int = 64
-    patience: int = 0  # stop after this many epochs without a better validation accuracy; 0 = never
+    patience: int = 0  # epochs without a better validation (at 200 images; see scaled_patience); 0 = never
     seed: int = 0
     augment: bool = True  # the train transform of 01_preprocess; False: the eval transform only
     precision: str = "auto"  # auto: bf16 (fp16 without bf16) autocast on a GPU, float32 on CPU; float32
@@ -137,6 +137,30 @@ class TrainSettings:
     def epoch_seed(self, epoch: int) -> int:
         """The seed of one epoch's augmentations: a resumed run draws the same."""
         return self.seed * 100_003 + epoch
+
+
+PATIENCE_REFERENCE_IMAGES = 200  # validation images at which `patience` applies as given
+
+
+def scaled_patience(patience: int, val_images: int) -> int:
+    """Epochs without a better validation before stopping, for a validation split of this size.
+
+    A small split measures each epoch with more noise, so a real gain takes longer to show: below
+    PATIENCE_REFERENCE_IMAGES the patience grows as 1/sqrt(size) (36 images: x2.4). 0 stays 0.
+    """
+    if patience <= 0:
+        return 0
+    return math.ceil(patience * max(1.0, math.sqrt(PATIENCE_REFERENCE_IMAGES / max(val_images, 1))))
+
+
+def improves(row: dict[str, Any], history: dict[str, Any]) -> bool:
+    """Whether an epoch's validation beats the best so far. The tie rule: a lower validation loss
+    wins; on an equal loss, a higher accuracy; on both equal, the later epoch (trained longer on
+    the same evidence). Accuracy alone ties often on a small split and would keep the earliest."""
+    if history["best_epoch"] is None:
+        return True
+    best = (history.get("best_val_loss", math.inf), -history["best_val_accuracy"])
+    return (row["val_loss"], -row["val_accuracy"]) <= best
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -207,8 +231,9 @@ def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndar
     """Train the model's trainable parameters (AdamW) on uint8 images and their label indices.
 
     Each epoch's order and augmentations depend only on the seed and the epoch. With `val`, the model
-    keeps the weights of the epoch with the best validation accuracy and stops early after
-    `settings.patience` epochs without a better one. With `checkpoint_dir`, every epoch writes
+    keeps the weights of the best validation epoch (`improves`: lowest loss, then accuracy, then the
+    later) and stops after `scaled_patience(settings.patience, len(val))` epochs without a better one.
+    With `checkpoint_dir`, every epoch writes
     `epoch-NNN.pt` (weights, optimizer, history); `resume=True` continues from the last one, and
     on CPU ends with the same weights as a run that was never interrupted.
 
@@ -222,7 +247,8 @@ def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndar
 
     Returns:
         The history: `epochs` (per epoch: train_loss, train_accuracy, val_loss, val_accuracy,
-        seconds), `best_epoch`, `best_val_accuracy`, `stopped_early`.
+        seconds), `best_epoch`, `best_val_accuracy`, `best_val_loss`, `patience` (as scaled),
+        `stopped_early`, `still_improving` (the best epoch was the last of `settings.epochs`).
 
     Raises:
         ValueError: resuming with settings other than the checkpoint's (except epochs/patience).
@@ -238,6 +264,7 @@ def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndar
     # Without augmentation every epoch sees the same pixels: transform them once.
     fixed = None if settings.augment else torch.from_numpy(to_pixel_values(images, eval_transform, prep))
     history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_val_accuracy": None, "stopped_early": False}
+    patience = scaled_patience(settings.patience, len(val[1])) if val is not None else 0
     best_state: dict[str, torch.Tensor] | None = None
     start = 0
     folder = Path(checkpoint_dir) if checkpoint_dir else None
@@ -290,11 +317,11 @@ def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndar
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / len(y), "train_accuracy": correct / len(y)}
         if val is not None:
             row["val_loss"], row["val_accuracy"] = evaluate(model, prep, val[0], val[1], settings.batch_size, amp)
-            if history["best_val_accuracy"] is None or row["val_accuracy"] > history["best_val_accuracy"]:
-                history["best_epoch"], history["best_val_accuracy"] = epoch + 1, row["val_accuracy"]
+            if improves(row, history):
+                history.update(best_epoch=epoch + 1, best_val_accuracy=row["val_accuracy"],
+                               best_val_loss=row["val_loss"])
                 best_state = _trainable(model)
-            waited = epoch + 1 - history["best_epoch"]
-            history["stopped_early"] = bool(settings.patience) and waited >= settings.patience
+            history["stopped_early"] = bool(patience) and epoch + 1 - history["best_epoch"] >= patience
         row["seconds"] = round(time.perf_counter() - began, 3)
         history["epochs"].append(row)
         model.eval()
@@ -309,6 +336,9 @@ def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndar
             log(f"epoch {epoch + 1}/{settings.epochs}: {shown} ({row['seconds']:.1f} s)")
         if on_epoch:
             on_epoch(row)
+    if val is not None:
+        ran = len(history["epochs"])
+        history.update(patience=patience, still_improving=ran > 1 and history["best_epoch"] == ran == settings.epochs)
     if best_state is not None:
         _load_trainable(model, best_state)
     model.eval()
@@ -393,6 +423,9 @@ __all__ = [
     'CHECKPOINT_PATTERN',
     'SCHEDULES',
     'TrainSettings',
+    'PATIENCE_REFERENCE_IMAGES',
+    'scaled_patience',
+    'improves',
     'epoch_order',
     'autocast_dtype',
     'evaluate',

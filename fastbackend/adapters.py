@@ -17,6 +17,7 @@ from exported.preprocess import build_eval_transform, read_preprocess_config, to
 from worker.adapters import adapter_folder, publish_folder, skip_reason, staging_folder
 from worker.errors import AdapterIncompatible
 from worker.hub import local_model_dir
+from worker.tasks import task_name_for
 
 
 def stamp(
@@ -64,7 +65,7 @@ def stamp(
     meta_path = folder / ADAPTER_META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta["base_fingerprint"] = fingerprint
-    meta["task"] = task or meta.get("task") or "classification"
+    meta["task"] = task or meta.get("task") or task_name_for(base_dir)  # the pipeline task the base serves
     meta["description"] = description or meta.get("description") or f"LoRA adapter for {base_model}"
     partial = meta_path.with_name(f".{ADAPTER_META_FILE}.partial")
     partial.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -61,8 +61,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
     import json
 
     from worker.schema import json_schema
+    from worker.tasks import DEFAULT_TASK, TASKS
 
-    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(json_schema(TASKS[DEFAULT_TASK].request), indent=2, sort_keys=True) + "\n"
     if args.check:
         if Path(args.output).read_text() != text:
             print(f"{args.output} is stale: run `fastbackend schema --write`", file=sys.stderr)
@@ -247,9 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     invoke = sub.add_parser(
         "invoke",
-        help="predict image files: on a RunPod endpoint, a local API, or with --test_input",
+        help="predict image files: on a RunPod endpoint, a local API, or the handler started locally",
         description="Send image files as one predict job and print the predictions. Without --endpoint or "
-        "--local the handler runs once with --test_input. Request bodies are checked "
+        "--local the exported handler is started once under RunPod's local API. Request bodies are checked "
         "against RunPod's limits before sending: 10 MB on /run (--async), 20 MB on /runsync.",
     )
     invoke.add_argument("images", nargs="+", help="PNG or JPEG files")
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "invoke" and args.async_ and not (args.endpoint or args.local):
-        parser.error("--async needs --endpoint or --local (without them the handler runs once with --test_input)")
+        parser.error("--async needs --endpoint or --local (without them the handler is started once for /runsync)")
     return args.func(args)
 
 

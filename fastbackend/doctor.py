@@ -242,16 +242,18 @@ def _run_steps(report: Diagnosis, config: WorkerConfig, base_dir: Path, kind: st
     try:
         host.load_processor(base_dir)
         add(Check("processor", describe_pixels(host.preprocess_config), True))
-    except WorkerError as exc:
-        add(Check("processor", "", False, exc.message))
+    except (WorkerError, ConfigError) as exc:
+        add(Check("processor", "", False, str(exc) if isinstance(exc, ConfigError) else exc.message))
     report.fields = processor_fields(base_dir)
     try:
         host.load_model(base_dir)
-    except WorkerError as exc:
-        add(Check("model", "", False, exc.message))
+    except (WorkerError, ConfigError) as exc:
+        add(Check("model", "", False, str(exc) if isinstance(exc, ConfigError) else exc.message))
         return
     architectures = json.loads((base_dir / "config.json").read_text()).get("architectures") or ["-"]
     add(Check("architecture", f"{', '.join(architectures)} (model_type {host.model.config.model_type})", True))
+    how = f"{ENV_VARS['task']}={config.task}" if config.task else "from config.json's architectures"
+    add(Check("task", f"{host.task.name} ({how})", True))
     add(Check("model class", type(host.model).__name__, True))
     labels = host.labels
     shown = ", ".join(labels[:_SHOWN_LABELS]) + (", ..." if len(labels) > _SHOWN_LABELS else "")

@@ -1,4 +1,10 @@
-"""`fastbackend invoke`: predict image files on a deployed endpoint, a local API, or in-process.
+"""`fastbackend invoke`: predict image files on a deployed endpoint, a local API, or locally.
+
+Without a target the exported handler is started once under RunPod's local API
+(`--rp_serve_api` on a free loopback port), sent the job on `/runsync`, and stopped. Not
+`--test_input`: the job would be one command-line argument, and Linux caps one at 128 KiB (an
+ordinary 100 KB JPEG is over it in base64), and RunPod's logger cuts the result line at 4,096
+characters.
 
 Exit codes: 0 the job completed; 1 the job failed or the service answered with an error;
 2 refused before sending (a body over RunPod's limit, no API key, an unreadable file).
@@ -36,18 +42,18 @@ def invoke_files(
 
     Args:
         images: PNG or JPEG files, sent base64-encoded in one job.
-        target: an endpoint or a local API; None runs the handler with `--test_input`.
+        target: an endpoint or a local API; None starts the handler under the local API once.
         mode: `/runsync` or `/run` + `/status` polling (API targets only).
         adapter, top_k: the job's `adapter` and `top_k`.
         max_wait: seconds to wait for the job to end before giving up (and cancelling it).
         as_json: print the worker's output as JSON instead of the table.
-        root: the repository root, for the `--test_input` run.
+        root: the repository root, for the local run.
         out, err: where the table and the progress/errors go (stdout/stderr by default).
 
     Returns:
         An exit code: EXIT_OK, EXIT_FAILED or EXIT_REFUSED.
     """
-    from fastbackend.local import build_payload, run_test_input
+    from fastbackend.local import build_payload
 
     out, err = out or sys.stdout, err or sys.stderr
     missing = [str(p) for p in images if not Path(p).is_file()]
@@ -57,12 +63,36 @@ def invoke_files(
     job = build_payload([Path(p) for p in images], adapter=adapter, top_k=top_k)
 
     if target is None:
-        run = run_test_input(job, root or Path.cwd(), timeout=max_wait)
-        error = run.error or (None if run.returncode == 0 else run.log[-2000:])
-        return _show(images, run.output, error, None, as_json, out, err)
+        return _invoke_locally(images, job, root or Path.cwd(), max_wait, as_json, out, err)
+    return _send(images, job, ApiClient(target), mode, max_wait, as_json, out, err)
 
-    client = ApiClient(target)
-    progress = ProgressLine(err, target.label)
+
+def _invoke_locally(
+    images: Sequence[Path], job: dict, root: Path, max_wait: float, as_json: bool, out: TextIO, err: TextIO
+) -> int:
+    """The exported handler under RunPod's local API, for this one job."""
+    from fastbackend.local import serve_api
+
+    print("starting the exported handler under RunPod's local API (--rp_serve_api) ...", file=err, flush=True)
+    try:
+        with serve_api(root, startup_timeout=max_wait) as api:
+            return _send(images, job, api, Mode.SYNC, max_wait, as_json, out, err)
+    except RuntimeError as exc:  # the handler did not start: its setup's one line is in the log tail
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+
+
+def _send(
+    images: Sequence[Path],
+    job: dict,
+    client: ApiClient,
+    mode: Mode,
+    max_wait: float,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    progress = ProgressLine(err, client.target.label)
     try:
         result = client.invoke(job, mode, max_wait=max_wait, progress=progress)
     except PayloadTooLarge as exc:

@@ -178,10 +178,12 @@ def _json_type(prop: Mapping[str, Any]) -> str:
 
 
 def requests_page(requests: Iterable[type] | None = None) -> str:
-    if requests is None:
-        from worker.schema import REQUESTS as requests
-    from worker.schema import DEFAULT_OP
+    from worker.schema import DEFAULT_OP, REQUESTS
+    from worker.tasks import TASKS
 
+    # `predict` once per task (worker/tasks: each task's request), then the task-neutral ops.
+    tasks = {task.request: name for name, task in TASKS.items()}
+    requests = requests if requests is not None else (*tasks, *REQUESTS[1:])
     parts = []
     for model in requests:
         schema = model.model_json_schema()
@@ -202,7 +204,8 @@ def requests_page(requests: Iterable[type] | None = None) -> str:
         doc = (model.__doc__ or "").strip()
         if not doc or doc.startswith("!!!"):
             raise ReferenceError(f"worker/schema.py: {model.__name__} has no docstring saying what `{op}` does")
-        head = f"## `{op}`" + (" (the default op)" if op == DEFAULT_OP else "") + f"\n\n{doc}\n\n"
+        served = f", task {tasks[model]}" if model in tasks else ""
+        head = f"## `{op}`" + (f" (the default op{served})" if op == DEFAULT_OP else "") + f"\n\n{doc}\n\n"
         parts.append(head + (_table(("field", "type", "default", "what it does"), rows) if rows else "No fields.\n"))
     return (
         _stamp("worker/schema.py (the request models)")
@@ -216,8 +219,9 @@ def requests_page(requests: Iterable[type] | None = None) -> str:
 
 def schema_json() -> str:
     from worker.schema import json_schema
+    from worker.tasks import DEFAULT_TASK, TASKS
 
-    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    return json.dumps(json_schema(TASKS[DEFAULT_TASK].request), indent=2, sort_keys=True) + "\n"
 
 
 # -- the CLI -------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from worker.config import is_adapter_name
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, ModelLoadFailed, WorkerError
 from worker.hub import is_hub_id
+from worker.tasks import TASKS
 from worker.telemetry import log_event
 
 CONFIG_FILE = "adapter_config.json"
@@ -96,7 +97,7 @@ def skip_reason(path: Path, folder: Path | None, base_model: str) -> str:
 
 
 def scan_adapter_folders(
-    adapters_dir: Path, fns: NotebookFunctions, base_model: str = ""
+    adapters_dir: Path, fns: NotebookFunctions, base_model: str = "", served_task: str = ""
 ) -> tuple[dict[str, AdapterEntry], list[SkippedAdapter]]:
     """Every subfolder holding an adapter (peft's flat or named layout) and the folders skipped,
     each with its reason. A full scan: the `adapters` op and `fastbackend doctor`, never a job.
@@ -116,6 +117,11 @@ def scan_adapter_folders(
                     meta = fns.read_adapter_meta(folder)
                 except WorkerError as exc:
                     reason = str(exc)
+                else:  # a task that is a pipeline name must be the served one (others are free text)
+                    trained_for = meta.get("task")
+                    if served_task and trained_for in TASKS and trained_for != served_task:
+                        made = folder / "fastbackend.json"
+                        reason = f"{made}: made for task {trained_for!r}, serving {served_task!r}"
             if reason:
                 skipped.append(SkippedAdapter(path.name, str(path), reason))
                 continue

@@ -1,12 +1,14 @@
 """Micro-batching: concurrent predict jobs share one forward pass, across adapters where they can.
 
-Jobs submit their preprocessed pixels and wait on a future. One batcher thread takes the
-oldest request, then gathers more that can share its forward until `max_images` images are
-collected, `max_wait_ms` has passed since the first, or no job that could still join is in
-flight, runs one forward, and hands each job exactly its rows back, in order. Each request
-carries its adapter and a *mix group* (worker/adapters.py): `join(batch group, request group)`
-says whether it can join (peft's mixed-adapter batches); a request that cannot waits for a
-later batch. The forward gets one adapter, or one per row when the batch mixes them.
+Jobs submit their model inputs (named batch-first arrays, worker/tasks) and wait on a future.
+One batcher thread takes the oldest request, then gathers more with the same batch key (the op,
+and every input's name, per-image shape and dtype) that can share its forward, until
+`max_images` images are collected, `max_wait_ms` has passed since the first, or no job that
+could still join is in flight, runs one forward on the inputs concatenated by name, and hands
+each job exactly its rows of every output back, in order. Each request carries its adapter and a
+*mix group* (worker/adapters.py): `join(batch group, request group)` says whether it can join
+(peft's mixed-adapter batches); a request that cannot waits for a later batch. The forward gets
+one adapter, or one per row when the batch mixes them.
 
 A job holds a `Ticket` from the moment it starts until it submits or ends: the batcher waits
 only while some ticket is open, so a lone job never waits for company that is not coming.
@@ -30,6 +32,18 @@ import numpy as np
 
 from worker.telemetry import percentile
 
+Inputs = dict[str, np.ndarray]  # named batch-first arrays
+
+
+def batch_key(inputs: Inputs, op: str) -> tuple[Any, ...]:
+    """What requests must share to run in one forward (besides a mix group): the op and each input's
+    per-image shape."""
+    return (op, *sorted((name, array.shape[1:], array.dtype.str) for name, array in inputs.items()))
+
+
+def _rows(inputs: Inputs) -> int:
+    return len(next(iter(inputs.values())))
+
 
 def same_group(batch: str, request: str) -> str | None:
     """The default rule: only requests of the same group (adapter) share a forward."""
@@ -39,8 +53,11 @@ def same_group(batch: str, request: str) -> str | None:
 @dataclass
 class _Request:
     adapter: str | None
+    op: str
     group: str
-    pixels: np.ndarray
+    inputs: Inputs
+    key: tuple[Any, ...]
+    images: int
     submitted: float = field(default_factory=time.perf_counter)
     future: Future = field(default_factory=Future)
 
@@ -95,12 +112,12 @@ def off_cpu() -> Iterator[None]:
 
 
 class MicroBatcher:
-    """Runs `forward(pixels, adapter or one adapter per row) -> logits` over batches gathered
+    """Runs `forward(inputs, adapter or one adapter per row, op) -> outputs` over batches gathered
     from concurrent jobs."""
 
     def __init__(
         self,
-        forward: Callable[[np.ndarray, Any], np.ndarray],
+        forward: Callable[[Inputs, Any, str], Inputs],
         max_images: int,
         max_wait_ms: float,
         join: Callable[[str, str], str | None] = same_group,
@@ -124,8 +141,8 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._run, name="fastbackend-batcher", daemon=True)
         self._thread.start()
 
-    def forward(self, pixels: np.ndarray, adapter: str | None, group: str | None = None) -> np.ndarray:
-        """Blocking: submit and wait for this job's logits (raises what the forward raised).
+    def forward(self, inputs: Inputs, adapter: str | None, op: str = "predict", group: str | None = None) -> Inputs:
+        """Blocking: submit and wait for this job's outputs (raises what the forward raised).
         `group`: the adapter's mix group (default: the adapter alone).
 
         A job alone (nothing queued, no other job that could still join) runs its forward in its
@@ -133,8 +150,8 @@ class MicroBatcher:
         embedded model (two thread switches), and there is no company to wait for.
         """
         if self._alone():
-            return self._run_batch_of_one(pixels, adapter)
-        future = self.submit(pixels, adapter, group)
+            return self._run_batch_of_one(inputs, adapter, op)
+        future = self.submit(inputs, adapter, op, group)
         if _TICKET.get() is None:
             return future.result()
         self.cpu_slots.release()  # waiting for the batch takes no CPU: let another job decode
@@ -156,12 +173,12 @@ class MicroBatcher:
                 self._close_locked(ticket)  # a job arriving now must not wait for this one
             return True
 
-    def _run_batch_of_one(self, pixels: np.ndarray, adapter: str | None) -> np.ndarray:
-        logits = self._forward(pixels, adapter)  # the model's own lock keeps forwards one at a time
+    def _run_batch_of_one(self, inputs: Inputs, adapter: str | None, op: str) -> Inputs:
+        outputs = self._forward(inputs, adapter, op)  # the model's own lock keeps forwards one at a time
         with self._lock:
-            self._batch_sizes[len(logits)] += 1
+            self._batch_sizes[_rows(inputs)] += 1
             self._queue_wait_ms.append(0.0)
-        return logits
+        return outputs
 
     def ticket(self) -> Ticket:
         """Count a starting job as one that may join a batch (call before it runs)."""
@@ -169,8 +186,9 @@ class MicroBatcher:
             self._open_tickets += 1
         return Ticket(self)
 
-    def submit(self, pixels: np.ndarray, adapter: str | None, group: str | None = None) -> Future:
-        request = _Request(adapter, f"adapter:{adapter}" if group is None else group, pixels)
+    def submit(self, inputs: Inputs, adapter: str | None, op: str = "predict", group: str | None = None) -> Future:
+        group = f"adapter:{adapter}" if group is None else group
+        request = _Request(adapter, op, group, inputs, batch_key(inputs, op), _rows(inputs))
         ticket = _TICKET.get()
         with self._cond:
             if ticket is not None:
@@ -208,23 +226,23 @@ class MicroBatcher:
 
     def _gather(self) -> list[_Request]:
         first = self._waiting.popleft() if self._waiting else self._next(None)
-        batch, images, group = [first], len(first.pixels), first.group
+        batch, images, group = [first], first.images, first.group
         deadline = first.submitted + self.max_wait_s
         # Requests already set aside that can join come first, in arrival order.
         for request in list(self._waiting):
-            joined = self._join(group, request.group)
-            if joined is not None and images + len(request.pixels) <= self.max_images:
+            joined = self._join(group, request.group) if request.key == first.key else None
+            if joined is not None and images + request.images <= self.max_images:
                 self._waiting.remove(request)
                 batch.append(request)
-                images, group = images + len(request.pixels), joined
+                images, group = images + request.images, joined
         while images < self.max_images:
             request = self._next(deadline)
             if request is None:
                 break
-            joined = self._join(group, request.group)
-            if joined is not None and images + len(request.pixels) <= self.max_images:
+            joined = self._join(group, request.group) if request.key == first.key else None
+            if joined is not None and images + request.images <= self.max_images:
                 batch.append(request)
-                images, group = images + len(request.pixels), joined
+                images, group = images + request.images, joined
             else:
                 self._waiting.append(request)
                 if joined is not None:
@@ -240,21 +258,24 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             try:
+                names = batch[0].inputs
+                joined = {n: np.concatenate([r.inputs[n] for r in batch]) for n in names} if len(batch) > 1 else names
                 adapters = {r.adapter for r in batch}
-                per_row = [r.adapter for r in batch for _ in range(len(r.pixels))]
+                per_row = [r.adapter for r in batch for _ in range(r.images)]
                 adapter = batch[0].adapter if len(adapters) == 1 else per_row
-                logits = self._forward(np.concatenate([r.pixels for r in batch]), adapter)
+                outputs = self._forward(joined, adapter, batch[0].op)
             except BaseException as exc:  # the model failed: every job of this batch learns why
                 for request in batch:
                     request.future.set_exception(exc)
                 continue
             with self._lock:
-                self._batch_sizes[len(logits)] += 1
+                self._batch_sizes[sum(r.images for r in batch)] += 1
                 self._queue_wait_ms.extend((started - r.submitted) * 1000 for r in batch)
             offset = 0
             for request in batch:
-                request.future.set_result(logits[offset : offset + len(request.pixels)])
-                offset += len(request.pixels)
+                end = offset + request.images
+                request.future.set_result({name: array[offset:end] for name, array in outputs.items()})
+                offset = end
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

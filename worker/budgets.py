@@ -95,28 +95,42 @@ class Deadline:
 
 
 class SourceBytes:
-    """Bytes of url/path images held by the jobs in this worker (base64 is bounded by the payload
-    limit); taken as they arrive, over the budget the job is refused at once."""
+    """Bytes of url/path images the jobs in this worker may hold (base64 is bounded by the payload
+    limit). A job reserves, before its first read, the most its items can bring (each at most the
+    image byte cap, all at most the job's budget), all at once: a job never holds some and waits
+    for more, so jobs cannot wait on each other. Over the budget it waits for room up to `wait_s`
+    (without its CPU slot), then is refused."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, limit: int, wait_s: float = 0.0) -> None:
+        self.limit, self.wait_s = limit, wait_s
         self.in_use = 0
-        self._lock = threading.Lock()
+        self._room = threading.Condition()
 
-    def take(self, size: int) -> None:
-        """Raises WorkerError RATE_LIMITED when `size` more bytes would pass the budget."""
-        with self._lock:
-            if self.in_use + size > self.limit:
-                raise WorkerError(
-                    ErrorCode.RATE_LIMITED,
-                    f"worker busy reading images ({self.in_use:,} of {self.limit:,} url/path bytes held by the "
-                    f"jobs in flight, {ENV_VARS['max_worker_source_bytes']}); retry shortly",
-                )
-            self.in_use += size
+    def _enter(self, size: int) -> bool:
+        if self.in_use + size > self.limit:
+            return False
+        self.in_use += size
+        return True
+
+    def reserve(self, size: int) -> None:
+        """Hold `size` bytes until give_back. Raises WorkerError RATE_LIMITED after `wait_s`."""
+        with self._room:
+            admitted = self._enter(size)
+        if not admitted and self.wait_s > 0:
+            with off_cpu(), self._room:
+                admitted = self._room.wait_for(lambda: self._enter(size), timeout=self.wait_s)
+        if not admitted:
+            raise WorkerError(
+                ErrorCode.RATE_LIMITED,
+                f"worker busy reading images ({self.in_use:,} of {self.limit:,} url/path bytes reserved by the "
+                f"jobs in flight, {ENV_VARS['max_worker_source_bytes']}; this job needs {size:,}; waited "
+                f"{self.wait_s:g} s); retry shortly",
+            )
 
     def give_back(self, size: int) -> None:
-        with self._lock:
+        with self._room:
             self.in_use -= size
+            self._room.notify_all()
 
     def state(self) -> dict[str, int]:
         return {"source_bytes_in_flight": self.in_use, "max_worker_source_bytes": self.limit}

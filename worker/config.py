@@ -355,6 +355,12 @@ class WorkerConfig:
         label="Fast decode",
         choices=("off", "on"),
     )
+    task: str = setting(
+        "",
+        "The served task, by transformers' pipeline name (image-classification, image-feature-extraction, ...); "
+        "empty: from the base's config.json architectures (docs/tasks/adding-a-task.md).",
+        label="Task",
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):

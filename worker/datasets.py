@@ -63,11 +63,14 @@ class Dataset:
         labels: the class names in index order: the model's ``id2label`` when given, else the
             labels found, sorted.
         items: the images, in a stable order (folder: class, then file name; manifest: rows).
+        skipped: every file of an image folder that is not an item, and why (hidden, not in a
+            class folder, not an image, the same file as another item).
     """
 
     source: Path
     labels: tuple[str, ...]
     items: tuple[DatasetItem, ...]
+    skipped: tuple[tuple[Path, str], ...] = ()  # (file, why) for every file of a folder not used
 
     def __len__(self) -> int:
         return len(self.items)
@@ -133,8 +136,9 @@ def load_dataset(
     path = Path(source).expanduser()
     if not path.exists():
         raise DatasetError(f"{path}: no such folder or manifest")
+    skipped: list[tuple[Path, str]] = []
     if path.is_dir():
-        items = _read_folder(path)
+        items = _read_folder(path, skipped)
     elif path.suffix.lower() in MANIFEST_SUFFIXES:
         items = _read_manifest(path, allow_outside)
     else:
@@ -157,7 +161,16 @@ def load_dataset(
     if check_files:
         for item in items:
             _check_file(item.path)
-    return Dataset(path, labels, tuple(items))
+    return Dataset(path, labels, tuple(items), tuple(skipped))
+
+
+def skipped_report(data: Dataset, limit: int = 20) -> str:
+    """One line per skipped file (at most `limit`, then a count), or "" when none was skipped."""
+    lines = [f"skipped {len(data.skipped)} files of {data.source}:"] if data.skipped else []
+    lines += [f"  {path}: {why}" for path, why in data.skipped[:limit]]
+    if len(data.skipped) > limit:
+        lines.append(f"  ... and {len(data.skipped) - limit} more")
+    return "\n".join(lines)
 
 
 def read_image(path: str | os.PathLike[str], **limits: int) -> np.ndarray:
@@ -220,23 +233,68 @@ def _visible(entries: Iterable[Path]) -> list[Path]:
     return sorted(p for p in entries if not p.name.startswith("."))
 
 
-def _read_folder(root: Path) -> list[DatasetItem]:
+def _read_folder(root: Path, skipped: list[tuple[Path, str]]) -> list[DatasetItem]:
+    """Every image under each class folder, nested folders included (as torchvision's ImageFolder
+    walks them); a file without an image suffix (`.jfif`, none) is used when it opens as an image.
+    Everything else is put in `skipped` with the reason."""
     try:
-        classes = [p for p in _visible(root.iterdir()) if p.is_dir()]
+        entries = sorted(root.iterdir())
     except OSError as exc:
         raise DatasetError(f"{root}: unreadable folder ({exc.strerror or exc})") from None
+    classes = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    skipped += [
+        (p, "hidden" if p.name.startswith(".") else "not in a class folder") for p in entries if p not in classes
+    ]
     if not classes:
         raise DatasetError(f"{root}: empty (an image folder needs one subfolder per class, e.g. {root}/cat/1.jpg)")
-    items = []
+    items, seen = [], {}
     for folder in classes:
-        try:
-            files = [p for p in _visible(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-        except OSError as exc:
-            raise DatasetError(f"{folder}: unreadable folder ({exc.strerror or exc})") from None
-        if not files:
+        found = []
+        for file in _walk(folder, skipped):
+            why = _not_an_image(file)
+            if why is None and (same := seen.get(file.resolve())) is not None:
+                why = f"the same file as {same}"
+            if why is not None:
+                skipped.append((file, why))
+                continue
+            seen[file.resolve()] = file
+            found.append(DatasetItem(file, folder.name))
+        if not found:
             raise DatasetError(f"{folder}: no images in this class folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        items += [DatasetItem(file, folder.name) for file in files]
+        items += found
     return items
+
+
+def _walk(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
+    """The files under a folder, sorted by relative path; hidden ones (and hidden folders) skipped."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=_unreadable_folder, followlinks=False):
+        here = Path(dirpath)
+        for name in [d for d in dirnames if d.startswith(".")]:
+            skipped.append((here / name, "hidden"))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                skipped.append((here / name, "hidden"))
+            else:
+                files.append(here / name)
+    return sorted(files, key=lambda p: p.relative_to(folder).parts)
+
+
+def _unreadable_folder(exc: OSError) -> None:
+    raise DatasetError(f"{exc.filename}: unreadable folder ({exc.strerror or exc})")
+
+
+def _not_an_image(file: Path) -> str | None:
+    """None when the file is used: an image suffix (checked later with the rest), or another name
+    that opens as an image; else why not."""
+    if file.suffix.lower() in IMAGE_SUFFIXES:
+        return None
+    try:
+        _check_file(file)
+    except DatasetError as exc:
+        return str(exc).removeprefix(f"{file}: ")
+    return None
 
 
 def _manifest_rows(manifest: Path) -> list[tuple[str, dict[str, str]]]:
@@ -271,7 +329,7 @@ def _manifest_rows(manifest: Path) -> list[tuple[str, dict[str, str]]]:
 
 def _read_manifest(manifest: Path, allow_outside: bool) -> list[DatasetItem]:
     folder = manifest.parent.resolve()
-    items = []
+    items, first = [], {}  # resolved file -> (where, label, split) of the row that listed it first
     for where, row in _manifest_rows(manifest):
         path, label, split = (row.get(c, "").strip() for c in MANIFEST_COLUMNS)
         if not path or not label:
@@ -283,6 +341,17 @@ def _read_manifest(manifest: Path, allow_outside: bool) -> list[DatasetItem]:
             )
         if not file.exists():
             raise DatasetError(f"{where}: {file} does not exist")
+        if file in first:  # a file twice would be trained twice, or land in two splits or labels
+            other, was_label, was_split = first[file]
+            kind = (
+                f"conflicting labels {was_label!r} and {label!r}"
+                if label != was_label
+                else f"two splits {was_split!r} and {split!r}"
+                if split != was_split
+                else "a duplicate row"
+            )
+            raise DatasetError(f"{where}: {file} is listed again ({other.rpartition(', ')[2]}): {kind}")
+        first[file] = (where, label, split)
         items.append(DatasetItem(file, label, split or None))
     return items
 

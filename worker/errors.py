@@ -72,6 +72,10 @@ class ErrorCode(str, enum.Enum):
         "The base model or its processor cannot be loaded or reproduced exactly; at setup the worker exits "
         "with this one line, naming the file and the field.",
     )
+    CONFIG_INVALID = (
+        "CONFIG_INVALID",
+        "A FASTBACKEND_* setting is invalid (setup only): the worker exits with this one line, naming the variable.",
+    )
     MODEL_NOT_READY = "MODEL_NOT_READY", "A job arrived before setup finished; retry it."
     RATE_LIMITED = (
         "RATE_LIMITED",

@@ -97,3 +97,13 @@ def check_output(body: dict[str, Any], limit: int) -> None:
             f"result is {size:,} bytes, over the {limit:,} byte limit (RunPod fails to post results "
             "near 20 MB); send fewer images per job, or ask for less (top_k, return_logits, return_pixels)",
         )
+
+
+def check_output_estimate(estimate: int, limit: int, advice: str) -> None:
+    """Refuse a job whose answer would pass the limit, from the task's estimate, before any work."""
+    if estimate > limit:
+        raise WorkerError(
+            ErrorCode.OUTPUT_TOO_LARGE,
+            f"the answer would be about {estimate:,} bytes, over the {limit:,} byte limit (RunPod fails to "
+            f"post results near 20 MB); send fewer images per job, or {advice}",
+        )

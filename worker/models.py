@@ -34,6 +34,7 @@ from worker.contract import NotebookFunctions
 from worker.decoding import Reduction
 from worker.errors import ErrorCode, WorkerError
 from worker.hub import local_model_dir
+from worker.tasks import Arrays, Task, select_task
 from worker.telemetry import log_event
 
 __all__ = ["AdapterEntry", "ModelHost", "SkippedAdapter"]
@@ -53,9 +54,7 @@ class ModelHost:
         self.registry: dict[str, AdapterEntry] = {}  # a full scan's result (`scan_adapters`: doctor, `adapters` op)
         self.skipped: list[SkippedAdapter] = []  # found but not served, each with its reason
         self.fingerprint = ""
-        self.labels: list[str] = []
-        self.preprocess_config: Any = None
-        self.transform: Any = None
+        self.task: Task | None = None  # chosen from the base's config.json (or FASTBACKEND_TASK) by load_processor
         self.reduction: Reduction | None = None  # FASTBACKEND_FAST_DECODE=on: the model's resize, for decoding
         self.catalog = AdapterCatalog(Path(config.adapters_dir), config.base_model, config.adapter_recheck_ms / 1000)
         # Unsized until `preload`, which derives the default from what it loaded and the free memory.
@@ -91,25 +90,40 @@ class ModelHost:
             log_event("adapters.no_folder", logging.WARNING, path=self.config.adapters_dir, note="base alone for now")
 
     def load_processor(self, base: Path) -> None:
-        self.preprocess_config = config = self.fns.read_preprocess_config(base)
-        self.transform = self.fns.build_eval_transform(config)
+        """The task serving the base (worker/tasks), then its processor."""
+        task = self.task = self.task or select_task(base, self.config.task, self.fns)
+        task.load_processor(base)
         if self.config.fast_decode == "on":  # decode reduced, never below twice what the model's resize makes
 
             def target(width: int, height: int) -> tuple[int, int]:
-                return self.fns.resize_target(height, width, config)[::-1]
+                return task.resize_target(height, width)[::-1]
 
-            self.reduction = Reduction(target, getattr(config, "resample", 2))
+            self.reduction = Reduction(target, task.resample)
+
+    # What the task read, for the tools and tests that look at it.
+    @property
+    def preprocess_config(self) -> Any:
+        return self.task.processor if self.task else None
+
+    @property
+    def transform(self) -> Any:
+        return self.task.transform if self.task else None
+
+    @property
+    def labels(self) -> list[str]:
+        return self.task.labels if self.task else []
 
     def load_model(self, base: Path) -> None:
-        self.model = self.fns.load_base_model(base, device=self.device(), dtype=self.config.dtype)
+        task = self.task = self.task or select_task(base, self.config.task, self.fns)
+        self.model = task.load_model(base, device=self.device(), dtype=self.config.dtype)
         self.model = acceleration.prepare(self.model, channels_last=self.config.channels_last, device=self.device())
-        self.labels = self.fns.model_labels(self.model)
         self.fingerprint = self.fns.model_fingerprint(base) if base.is_dir() else ""
 
     def scan_adapters(self) -> None:
         """A full scan of the adapters folder into `registry` / `skipped` (doctor; never per job)."""
+        served = self.task.name if self.task else ""
         self.registry, self.skipped = scan_adapter_folders(
-            Path(self.config.adapters_dir), self.fns, self.config.base_model
+            Path(self.config.adapters_dir), self.fns, self.config.base_model, served
         )
 
     def preload(self, names: list[str] | None = None) -> list[str]:
@@ -163,10 +177,7 @@ class ModelHost:
 
     def warm_up(self) -> None:
         """One forward per loaded adapter (and the base), so the first job pays no lazy init."""
-        import numpy as np
-
-        c = self.preprocess_config
-        blank = np.zeros((1, c.num_channels, c.height, c.width), dtype=np.float32)
+        blank = self.task.blank_inputs()
         for key in [None] if self.merged else [None, *(e.key for e in self.cache.entries.values())]:
             self.forward(blank, key)
 
@@ -226,7 +237,12 @@ class ModelHost:
             self._detach(done)
 
     def _mixing_possible(self) -> bool:
-        return self.config.mix_adapters and not (self.merged or self.config.compile)
+        return self.config.mix_adapters and not (self.merged or self.config.compile) and self.task_mixes()
+
+    def task_mixes(self) -> bool:
+        """Only a classifier's predict forward takes one adapter per row (peft's `adapter_names`); the
+        other tasks and ops run per-adapter batches."""
+        return self.task is not None and self.task.name == "image-classification"
 
     def _acquire(self, name: str) -> Loaded:
         snapshot = self._snapshot(name)
@@ -289,10 +305,11 @@ class ModelHost:
         c = self.preprocess_config
         rows = np.random.default_rng(0).standard_normal((2, c.num_channels, c.height, c.width)).astype(np.float32)
         try:
-            mixed = self.forward(rows, [key, None])
+            mixed = self.forward({"pixel_values": rows}, [key, None])["logits"]
         except Exception as exc:  # peft refuses: DoRA, a modules_to_save it cannot mix, a reshaped batch
             return False, f"peft cannot mix this adapter's layout: {type(exc).__name__}: {exc}"[:300]
-        alone = np.concatenate([self.forward(rows[:1], key), self.forward(rows[1:], None)])
+        one, base = self.forward({"pixel_values": rows[:1]}, key), self.forward({"pixel_values": rows[1:]}, None)
+        alone = np.concatenate([one["logits"], base["logits"]])
         scale = max(1.0, float(np.abs(alone).max()))
         if not np.abs(mixed - alone).max() <= MIX_TOLERANCE * scale:
             return False, f"a mixed forward differs from per-adapter forwards by {np.abs(mixed - alone).max():.2e}"
@@ -313,12 +330,15 @@ class ModelHost:
                 self._attached.discard(key)
                 self._lingering = [k for k in self._lingering if k != key]
 
-    def forward(self, pixel_values: Any, adapter: str | None | list[str | None]) -> Any:
-        """Logits through a loaded adapter key (None = the base), or one key per row (a mixed batch)."""
+    def forward(self, inputs: Arrays, adapter: str | None | list[str | None], op: str = "predict") -> Arrays:
+        """The task's outputs for `op` (predict: `task.forward`; embed: `task.embed`) on a batch of model
+        inputs, through a loaded adapter key (None = the base), or one key per row (a mixed batch of a
+        classifier's predict)."""
         if isinstance(adapter, list) and len(set(adapter)) == 1:
             adapter = adapter[0]
+        run = self.task.embed if op == "embed" else self.task.forward
         with self.lock, acceleration.autocast(self.config.autocast, self.device()):
-            return self.fns.predict_logits(self.model, pixel_values, adapter)
+            return run(self.model, inputs, None if self.merged else adapter)
 
     def cache_state(self) -> dict[str, Any]:
         with self._state:

@@ -14,43 +14,55 @@ from worker.adapters import scan_adapter_folders
 from worker.budgets import Deadline, check_job_pixels
 from worker.decoding import decode_base64, decode_opened, open_image
 from worker.errors import WorkerError
+from worker.limits import check_output_estimate
 from worker.progress import report
-from worker.schema import (
-    AdaptersInput,
-    EchoInput,
-    HealthInput,
-    MetricsInput,
-    PingInput,
-    PredictInput,
-    PreprocessInput,
-    image_list,
-)
+from worker.schema import EchoInput, EmbedInput, ImagesInput, PredictInput, PreprocessInput, image_list
 from worker.sources import read_sources
+from worker.tasks import Arrays, ImageMeta, embeddings
 from worker.telemetry import ms_since
 
 if TYPE_CHECKING:  # annotations only: runtime.py imports this module, never the reverse at run time
     from worker.runtime import Worker
 
 
+# A job's images are decoded on the image pool only when they hold this many pixels together (by
+# their headers). Measured on 2 cores, preprocess of 64 PNGs: pool/inline 1.24 at 64 x 32x32,
+# 1.20 at 64 x 64x64 (262 K), 0.88 at 64 x 128x128 (1 M) (issue 24, item 13).
+PARALLEL_DECODE_MIN_PIXELS = 1 << 19
+
+
 def _with_field(error: WorkerError, field_name: str) -> WorkerError:
     return WorkerError(error.code, f"{field_name}: {error.message}", field=field_name)
 
 
+def _upright(header_size: tuple[int, int], decoded: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of the upright original: the header's (width, height), turned where EXIF
+    orientation turned the decoded image (fast decode may have reduced it, never changed its aspect)."""
+    width, height = header_size
+    turned = (width > height) != (decoded[0] > decoded[1]) and width != height
+    return (width, height) if turned else (height, width)
+
+
 def decode_and_preprocess(
-    worker: Worker, request: PredictInput | PreprocessInput
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Decode and preprocess the request's images; returns pixels (N, C, H, W) and timings.
+    worker: Worker,
+    request: ImagesInput | PreprocessInput,
+    headers_read: Callable[[list[tuple[int, int]]], None] | None = None,
+) -> tuple[Arrays, list[ImageMeta], dict[str, float]]:
+    """Decode and preprocess the request's images through the task's `preprocess`; returns the
+    model inputs (named batch-first arrays), each image's metadata, and timings.
 
     Every header is checked (caps, then the job's pixel budget, then the worker's) before any
-    image is decoded; each image is then decoded and resized to the model's input at once, so
-    at most one full-size image per job is alive at a time.
+    image is decoded; `headers_read` then sees each image's (height, width) from its header (EXIF
+    orientation not applied) and may refuse the job before any decode. Each image is then decoded
+    and preprocessed at once, so at most one full-size image per job is alive at a time.
     """
     config, host = worker.config, worker.host
+    task = host.task
     encoded = image_list(request)
     names = ["images"] if isinstance(request.images, str) else [f"images[{i}]" for i in range(len(encoded))]
     start = time.perf_counter()
     sources = read_sources(encoded, names, config)  # url/path items -> bytes; base64 strings as they are
-    blobs, total = [], 0
+    blobs, sizes, total = [], [], 0
     # A lone image stays open from its header check to its decode (opened once). A job's several
     # images are closed after the check and reopened one by one: an open image holds what its
     # header carried (an ICC profile inflates to up to 1 MB), so a job never holds all of them.
@@ -62,19 +74,21 @@ def decode_and_preprocess(
         except WorkerError as exc:
             raise _with_field(exc, name) from None
         total += header.pixels
+        sizes.append((header.width, header.height))
         if len(sources) == 1:
             lone = (image, header)
         else:
             image.close()
         blobs.append(blob)
     check_job_pixels(total, config.max_job_pixels)
+    if headers_read is not None:
+        headers_read([(h, w) for w, h in sizes])
     decode_s, preprocess_s = time.perf_counter() - start, 0.0
-    preprocess_config = host.preprocess_config
-    channels = getattr(preprocess_config, "num_channels", 3)
+    channels = task.channels
     deadline = Deadline(config.max_decode_ms)
     pool = worker.image_pool
 
-    def one(i: int) -> tuple[np.ndarray, float, float]:
+    def one(i: int) -> tuple[Arrays, ImageMeta, float, float]:
         start = time.perf_counter()
         try:
             # The PIL image goes to the transform as it is: an array copy of a 12 MP photo costs ~0.1 s.
@@ -84,15 +98,17 @@ def decode_and_preprocess(
             raise _with_field(exc, names[i]) from None
         blobs[i] = b""
         decoded = time.perf_counter()
-        row = host.fns.to_pixel_values([image], host.transform, preprocess_config)
-        return row, decoded - start, time.perf_counter() - decoded
+        inputs, meta = task.preprocess(image, _upright(sizes[i], image.size))
+        return inputs, meta, decoded - start, time.perf_counter() - decoded
 
-    done: list[tuple[np.ndarray, float, float]] = []
+    done: list[tuple[Arrays, ImageMeta, float, float]] = []
     with worker.pixel_budget.reserve(total):
         # Each image is decoded and preprocessed on the worker's image pool: Pillow and the resize
         # release the GIL, so a job's images use every core (one full-size image per thread alive).
-        # One image runs inline (no thread hop).
-        futures = [pool.submit(one, i) for i in range(len(blobs))] if pool and len(blobs) > 1 else None
+        # One image, or a job of thumbnails, runs inline: below PARALLEL_DECODE_MIN_PIXELS the thread
+        # hops cost more than the second core gives back.
+        parallel = pool is not None and len(blobs) > 1 and total >= PARALLEL_DECODE_MIN_PIXELS
+        futures = [pool.submit(one, i) for i in range(len(blobs))] if parallel else None
         try:
             for i in range(len(blobs)):
                 done.append(futures[i].result() if futures else one(i))
@@ -101,31 +117,66 @@ def decode_and_preprocess(
         finally:
             for future in futures or []:  # a failed image fails the job: drop the work not started yet
                 future.cancel()
-    pixels = np.concatenate([row for row, _, _ in done]) if len(done) > 1 else done[0][0]
+    first = done[0][0]
+    inputs = {k: np.concatenate([row[k] for row, *_ in done]) for k in first} if len(done) > 1 else first
     # Per-image times summed (the work, not the wall time: images overlap; total_ms is the wall).
-    decode_s += sum(d for _, d, _ in done)
-    preprocess_s += sum(p for _, _, p in done)
-    return pixels, {"decode_ms": round(decode_s * 1000, 3), "preprocess_ms": round(preprocess_s * 1000, 3)}
+    decode_s += sum(d for *_, d, _ in done)
+    preprocess_s += sum(p for *_, p in done)
+    timings = {"decode_ms": round(decode_s * 1000, 3), "preprocess_ms": round(preprocess_s * 1000, 3)}
+    return inputs, [meta for _, meta, _, _ in done], timings
 
 
 def predict(worker: Worker, request: PredictInput) -> dict[str, Any]:
-    worker.host.validate(request.adapter)
-    pixels, timings = decode_and_preprocess(worker, request)
+    """The served task's predict: preprocess (per image), forward (micro-batched), postprocess."""
+    host, limit = worker.host, worker.config.max_output_bytes
+    task = host.task
+    host.validate(request.adapter)
+
+    def estimate(sizes: list[tuple[int, int]]) -> None:
+        check_output_estimate(task.output_bytes(request, sizes), limit, task.output_advice)
+
+    inputs, metas, timings = decode_and_preprocess(worker, request, estimate)
     start = time.perf_counter()
-    with worker.host.serving(request.adapter) as (key, group):  # loads here, in this job's thread
+    with host.serving(request.adapter) as (key, group):  # loads here, in this job's thread
         loaded = time.perf_counter()
-        logits = worker.forward(pixels, key, group)
+        outputs = worker.forward(inputs, key, "predict", group)
+        forwarded = time.perf_counter()
+        # The answer through the same loaded version, still held (zero-shot runs its text tower here):
+        # the task sees peft's key for it, which changes when the folder is rewritten.
+        loaded_request = request if key == request.adapter else request.model_copy(update={"adapter": key})
+        answer = task.postprocess(outputs, metas, loaded_request)
+    timings["adapter_ms"] = round((loaded - start) * 1000, 3)
+    timings["forward_ms"] = round((forwarded - loaded) * 1000, 3)
+    return {"adapter": request.adapter, **answer, "timings": timings}
+
+
+def embed(worker: Worker, request: EmbedInput) -> dict[str, Any]:
+    """One vector per image from the served model (worker/tasks/embeddings.py: the encodings)."""
+    host, limit = worker.host, worker.config.max_output_bytes
+    task = host.task
+    host.validate(request.adapter)
+
+    def estimate(sizes: list[tuple[int, int]]) -> None:
+        size = embeddings.answer_bytes(len(sizes), task.dimensions, request.encoding_format)
+        check_output_estimate(size, limit, "use encoding_format base64")
+
+    inputs, _, timings = decode_and_preprocess(worker, request, estimate)
+    start = time.perf_counter()
+    with host.serving(request.adapter) as (key, _):  # embed batches per adapter (a group of its own)
+        loaded = time.perf_counter()
+        outputs = worker.forward(inputs, key, "embed")
     timings["adapter_ms"] = round((loaded - start) * 1000, 3)
     timings["forward_ms"] = ms_since(loaded)
-    predictions = worker.host.fns.top_k(logits, request.top_k, worker.host.labels)
-    if request.return_logits:
-        for prediction, row in zip(predictions, logits):
-            prediction["logits"] = [float(v) for v in row]
-    return {"adapter": request.adapter, "predictions": predictions, "timings": timings}
+    return {
+        "adapter": request.adapter,
+        **embeddings.encode(outputs["embeddings"], request, task.pooling),
+        "timings": timings,
+    }
 
 
 def preprocess(worker: Worker, request: PreprocessInput) -> dict[str, Any]:
-    pixels, timings = decode_and_preprocess(worker, request)
+    inputs, _, timings = decode_and_preprocess(worker, request)
+    pixels = inputs["pixel_values"]
     result: dict[str, Any] = {
         "shape": list(pixels.shape),
         "dtype": str(pixels.dtype),
@@ -167,6 +218,7 @@ def health(worker: Worker, request: Any) -> dict[str, Any]:
         "ready": worker.ready,
         "version": __version__,
         "base_model": c.base_model,
+        "task": worker.host.task.describe() if worker.host.task else {"name": c.task or None},
         "base_fingerprint": worker.host.fingerprint or None,
         "device": worker.host.device() if worker.ready else c.device,
         "dtype": c.dtype,
@@ -212,13 +264,14 @@ def echo(worker: Worker, request: EchoInput) -> dict[str, Any]:
     return {"payload": request.payload}
 
 
-# request model (worker/schema.py, which names the ops) -> (function, needs the model loaded)
-OPERATIONS: dict[type, tuple[Callable[[Worker, Any], dict[str, Any]], bool]] = {
-    PredictInput: (predict, True),
-    PreprocessInput: (preprocess, True),
-    AdaptersInput: (adapters, True),
-    HealthInput: (health, False),
-    MetricsInput: (metrics, False),
-    PingInput: (ping, False),
-    EchoInput: (echo, False),
+# op (worker/schema.py names them) -> (function, needs the model loaded)
+OPERATIONS: dict[str, tuple[Callable[[Worker, Any], dict[str, Any]], bool]] = {
+    "predict": (predict, True),
+    "embed": (embed, True),
+    "preprocess": (preprocess, True),
+    "adapters": (adapters, True),
+    "health": (health, False),
+    "metrics": (metrics, False),
+    "ping": (ping, False),
+    "echo": (echo, False),
 }

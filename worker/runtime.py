@@ -22,8 +22,6 @@ from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-
 from worker.adapters import join_group
 from worker.batching import MicroBatcher, Ticket, off_cpu
 from worker.budgets import PixelBudget, SourceBytes
@@ -34,9 +32,10 @@ from worker.limits import check_batch, check_output, check_payload
 from worker.models import ModelHost
 from worker.ops import OPERATIONS
 from worker.progress import reporter_for, reporting
-from worker.schema import OPS, parse_input, requested_op
+from worker.schema import OPS, PredictInput, parse_input, requested_op
 from worker.sources import holding_sources
 from worker.startup import BackgroundImport, process_age_ms, settle_gc
+from worker.tasks import Arrays
 from worker.telemetry import Metrics, configure_logging, log_event, ms_since, route_sdk_logs, rss_mb
 
 
@@ -122,7 +121,7 @@ class Worker:
         wait_s = config.max_admission_wait_ms / 1000
         self.admission = Admission(config.jobs_in_flight_limit, config.max_queued_images, wait_s)
         self.pixel_budget = PixelBudget(config.max_worker_pixels, wait_s)
-        self.source_bytes = SourceBytes(config.max_worker_source_bytes)
+        self.source_bytes = SourceBytes(config.max_worker_source_bytes, wait_s)
         self.production = production_mode()
         timings["config_ms"] = ms_since(start)
         for stage, step in (
@@ -164,7 +163,7 @@ class Worker:
         try:
             self.setup(config)
         except (WorkerError, ConfigError) as exc:
-            code = exc.code.value if isinstance(exc, WorkerError) else "CONFIG_INVALID"
+            code = (exc.code if isinstance(exc, WorkerError) else ErrorCode.CONFIG_INVALID).value
             log_event("setup.failed", logging.ERROR, code=code, error=str(exc))
             sys.exit(f"fastbackend: setup failed: {exc}")
         if sdk is not None:
@@ -185,12 +184,12 @@ class Worker:
         concurrency = self.config.concurrency if self.config else 1
         return {"concurrency_modifier": lambda current: concurrency}
 
-    def forward(self, pixels: np.ndarray, adapter: str | None, group: str | None = None) -> np.ndarray:
-        """One job's logits through a loaded adapter key (`host.serving`); through the micro-batcher,
-        mixed with other jobs of the same mix `group`, when jobs overlap."""
+    def forward(self, inputs: Arrays, adapter: str | None, op: str = "predict", group: str | None = None) -> Arrays:
+        """One job's outputs for `op` through a loaded adapter key (`host.serving`); through the
+        micro-batcher, mixed with other jobs of the same mix `group`, when jobs overlap."""
         if self.batcher is None:
-            return self.host.forward(pixels, adapter)
-        return self.batcher.forward(pixels, adapter, group)
+            return self.host.forward(inputs, adapter, op)
+        return self.batcher.forward(inputs, adapter, op, group)
 
     # -- jobs ----------------------------------------------------------------
     async def handle_async(self, job: Any) -> dict[str, Any]:
@@ -228,8 +227,9 @@ class Worker:
             if requested_op(raw) in OPS:
                 op = requested_op(raw)
             check_payload(raw, config.max_payload_bytes)
-            request = parse_input(raw)
-            run, needs_model = OPERATIONS[type(request)]
+            task = self.host.task
+            request = parse_input(raw, task.request if task else PredictInput)
+            run, needs_model = OPERATIONS[request.op]
             if needs_model and not self.ready:
                 raise WorkerError(ErrorCode.MODEL_NOT_READY, "the model is not loaded yet (setup has not finished)")
             images = _image_count(raw)

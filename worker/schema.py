@@ -15,7 +15,6 @@ from pydantic import (
     Discriminator,
     Field,
     StrictBool,
-    StrictInt,
     StrictStr,
     Tag,
     ValidationError,
@@ -23,8 +22,6 @@ from pydantic import (
 
 from worker.config import ADAPTER_NAME_PATTERN
 from worker.errors import ErrorCode, WorkerError
-
-MAX_TOP_K = 100
 
 _IMAGES_DOC = (
     "one image or a list: base64-encoded PNG, JPEG, WEBP, BMP, GIF or TIFF (optionally as a data: URL), "
@@ -73,16 +70,35 @@ Images = Annotated[
 _UNION_TAGS = ("str", "list[str]", "base64", "url-item", "path-item", "one", "list")
 
 
-class PredictInput(_Input):
-    """Classify images with the base model or a named adapter."""
+class ImagesInput(_Input):
+    """The shared images input: the images of a job and the adapter to run them through."""
 
-    op: Literal["predict"] = "predict"  # the one op with a default: DEFAULT_OP below
     images: Images = Field(description=_IMAGES_DOC)
     adapter: StrictStr | None = Field(
         None, pattern=ADAPTER_NAME_PATTERN, description="adapter name from the `adapters` op; omitted = the base model"
     )
-    top_k: StrictInt = Field(1, ge=1, le=MAX_TOP_K, description="how many ranked labels to return per image")
-    return_logits: StrictBool = Field(False, description="also return the raw logits")
+
+
+class PredictInput(ImagesInput):
+    """`predict` on the shared images input: each task's request (worker/tasks) extends it with the
+    fields of its own stages; the served task's request is the one `parse_input` validates."""
+
+    op: Literal["predict"] = "predict"  # the one op with a default: DEFAULT_OP below
+
+
+class EmbedOptions(_Input):
+    """How embeddings are returned (the `embed` op, and `predict` of image-feature-extraction)."""
+
+    normalize: StrictBool = Field(False, description="L2-normalise each vector")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: a JSON list per image; base64: the vector as little-endian float32, base64"
+    )
+
+
+class EmbedInput(ImagesInput, EmbedOptions):
+    """One vector per image from the served model (a classifier's backbone too, with its adapter)."""
+
+    op: Literal["embed"]
 
 
 class PreprocessInput(_Input):
@@ -127,6 +143,7 @@ class PingInput(_Input):
 # The op list: each request model names its op in its `op` Literal, and nowhere else.
 REQUESTS: tuple[type[_Input], ...] = (
     PredictInput,
+    EmbedInput,
     PreprocessInput,
     AdaptersInput,
     HealthInput,
@@ -137,7 +154,6 @@ REQUESTS: tuple[type[_Input], ...] = (
 MODELS: dict[str, type[_Input]] = {get_args(m.model_fields["op"].annotation)[0]: m for m in REQUESTS}
 OPS: tuple[str, ...] = tuple(MODELS)
 DEFAULT_OP: str = PredictInput.model_fields["op"].default
-JobInput = Union[REQUESTS]
 
 
 def requested_op(raw: Any) -> Any:
@@ -161,8 +177,8 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     return field, f"{field}: {error['msg']}"
 
 
-def parse_input(raw: Any) -> _Input:
-    """Validate `job["input"]` into one of the request models.
+def parse_input(raw: Any, predict: type[PredictInput] = PredictInput) -> _Input:
+    """Validate `job["input"]` into one of the request models; `predict` is the served task's request.
 
     Raises:
         WorkerError: INVALID_INPUT (naming the field) or UNKNOWN_OP.
@@ -174,7 +190,7 @@ def parse_input(raw: Any) -> _Input:
     op = requested_op(raw)
     if not isinstance(op, str):
         raise WorkerError(ErrorCode.INVALID_INPUT, f"op must be a string, got {type(op).__name__}", field="op")
-    model = MODELS.get(op)
+    model = predict if op == DEFAULT_OP else MODELS.get(op)
     if model is None:
         shown = op if len(op) <= 40 else op[:40] + "..."
         raise WorkerError(ErrorCode.UNKNOWN_OP, f"unknown op {shown!r}; known: {', '.join(OPS)}", field="op")
@@ -192,15 +208,15 @@ def parse_input(raw: Any) -> _Input:
         raise WorkerError(ErrorCode.INVALID_INPUT, message, field=field) from None
 
 
-def image_list(request: PredictInput | PreprocessInput) -> list[str | UrlImage | PathImage]:
+def image_list(request: ImagesInput | PreprocessInput) -> list[str | UrlImage | PathImage]:
     return list(request.images) if isinstance(request.images, list) else [request.images]
 
 
-def json_schema() -> dict[str, Any]:
-    """The published JSON Schema of `job["input"]`."""
+def json_schema(predict: type[PredictInput] = PredictInput) -> dict[str, Any]:
+    """The published JSON Schema of `job["input"]`, with `predict` as the served task's request."""
     from pydantic import TypeAdapter
 
-    schema = TypeAdapter(JobInput).json_schema()
+    schema = TypeAdapter(Union[(predict, *REQUESTS[1:])]).json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "FastBackend job input"
     schema["description"] = (

@@ -20,9 +20,10 @@ base64 image. The rules (worker/source_rules.py, pure functions, unit-tested):
   symlinks) must stay under the root; opened without following a symlink and without blocking (a
   FIFO swapped in after the check is refused, never waited on); a regular file, read up to the
   byte cap.
-- Bytes: what url/path images bring is counted per job (FASTBACKEND_MAX_JOB_SOURCE_BYTES,
-  IMAGE_TOO_LARGE) and over the jobs in flight (FASTBACKEND_MAX_WORKER_SOURCE_BYTES,
-  RATE_LIMITED), as it arrives. Waiting on the network or the disk gives the job's CPU slot back.
+- Bytes: what url/path images bring is counted per job as it arrives
+  (FASTBACKEND_MAX_JOB_SOURCE_BYTES, IMAGE_TOO_LARGE); before its first read a job reserves the
+  most its items can bring in the worker's budget (FASTBACKEND_MAX_WORKER_SOURCE_BYTES), waiting
+  for room like admission does. Waiting on the network or the disk gives the job's CPU slot back.
 
 Messages name the item (`images[3]`) and never echo a URL's query string (it may be a signature).
 See docs/reference/sources.md.
@@ -86,7 +87,8 @@ class JobSources:
     def __init__(self, fetch_limit_s: float, max_bytes: int, worker_bytes: SourceBytes | None = None) -> None:
         self.fetch_limit_s, self.max_bytes, self.worker_bytes = fetch_limit_s, max_bytes, worker_bytes
         self.cancel = threading.Event()
-        self.held = 0
+        self.held = 0  # bytes read
+        self.reserved = 0  # bytes reserved in the worker's budget
         self._end: float | None = None  # set when the job's first fetch starts
         self._lock = threading.Lock()
 
@@ -101,11 +103,20 @@ class JobSources:
         limit = f"the job's limit of {self.fetch_limit_s:g} s for its fetches, {ENV_VARS['url_job_timeout_ms']}"
         return FetchClock(self._end, limit, self.cancel)
 
+    def reserve(self, items: int, max_image_bytes: int) -> None:
+        """Reserve in the worker's budget the most `items` url/path images can bring, before any is
+        read (SourceBytes: all at once, so jobs never wait on each other)."""
+        size = min(items * max_image_bytes, self.max_bytes)
+        if self.worker_bytes is not None:
+            self.worker_bytes.reserve(size)
+        with self._lock:
+            self.reserved += size
+
     def take(self, size: int) -> None:
         """Count `size` more bytes read for this job.
 
         Raises:
-            WorkerError: IMAGE_TOO_LARGE over the job's budget, RATE_LIMITED over the worker's.
+            WorkerError: IMAGE_TOO_LARGE over the job's budget.
         """
         with self._lock:
             if self.held + size > self.max_bytes:
@@ -115,15 +126,13 @@ class JobSources:
                     f"({ENV_VARS['max_job_source_bytes']}); send fewer or smaller images per job",
                     field="images",
                 )
-            if self.worker_bytes is not None:
-                self.worker_bytes.take(size)
             self.held += size
 
     def release(self) -> None:
         with self._lock:
             if self.worker_bytes is not None:
-                self.worker_bytes.give_back(self.held)
-            self.held = 0
+                self.worker_bytes.give_back(self.reserved)
+            self.held = self.reserved = 0
 
 
 _JOB: contextvars.ContextVar[JobSources | None] = contextvars.ContextVar("fastbackend_job_sources", default=None)
@@ -131,8 +140,8 @@ _JOB: contextvars.ContextVar[JobSources | None] = contextvars.ContextVar("fastba
 
 @contextlib.contextmanager
 def holding_sources(config: WorkerConfig, worker_bytes: SourceBytes | None) -> Iterator[JobSources]:
-    """The job's url/path reads for the duration of the block (the job): the bytes it reads are
-    counted against `worker_bytes` until the block ends; its fetches still running then stop."""
+    """The job's url/path reads for the duration of the block (the job): what it reserves in
+    `worker_bytes` is held until the block ends; its fetches still running then stop."""
     job = JobSources(config.url_job_timeout_ms / 1000, config.max_job_source_bytes, worker_bytes)
     token = _JOB.set(job)
     try:
@@ -282,6 +291,7 @@ def _read_all(
     items: Sequence[Any], fields: Sequence[str], config: WorkerConfig, wanted: list[int], job: JobSources
 ) -> list[Any]:
     out = list(items)
+    job.reserve(len(wanted), config.max_image_bytes)  # waits (if it must) without the CPU slot itself
     with off_cpu():
         if len(wanted) == 1:
             out[wanted[0]] = read_source(items[wanted[0]], fields[wanted[0]], config, job)

@@ -28,7 +28,16 @@ def add_batch_parser(sub) -> None:
     batch.add_argument("--csv", metavar="FILE", help="also write the results as CSV at the end")
     batch.add_argument("--adapter", help="adapter name (default: the base model)")
     batch.add_argument("--top-k", type=int, default=1, help="ranked labels recorded per image (default 1)")
+    batch.add_argument(
+        "--op", choices=("predict", "embed"), default="predict", help="embed: one vector per image (default predict)"
+    )
+    batch.add_argument("--npy", metavar="FILE", help="with --op embed: also the vectors as one (N, D) float32 .npy")
     batch.add_argument("--split", help="only this split of a manifest")
+    batch.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="accept manifest rows outside the manifest's folder (a train run's split.csv lists the dataset's files)",
+    )
     batch.add_argument("--concurrency", type=int, default=4, help="jobs in flight at once (default 4)")
     batch.add_argument("--batch-size", type=int, default=16, help="images per job, at most (default 16)")
     batch.add_argument(
@@ -50,10 +59,13 @@ def add_batch_parser(sub) -> None:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from fastbackend.batch.engine import EXIT_REFUSED, BatchOptions, exit_code, run_batch
+    from fastbackend.batch.results import ResultsError
     from fastbackend.batch.runner import RetryPolicy
     from fastbackend.client import ClientError, target_from
     from worker.datasets import DatasetError
 
+    if args.npy and args.op != "embed":
+        return _usage("--npy needs --op embed")
     if args.remote_root and not args.by_reference:
         return _usage("--remote-root needs --by-reference")
     if min(args.concurrency, args.batch_size, args.max_attempts, args.top_k) < 1:
@@ -66,19 +78,22 @@ def cmd_batch(args: argparse.Namespace) -> int:
             target=target,
             adapter=args.adapter,
             top_k=args.top_k,
+            op=args.op,
+            npy=Path(args.npy) if args.npy else None,
             concurrency=args.concurrency,
             batch_size=args.batch_size,
             by_reference=args.by_reference,
             remote_root=args.remote_root,
             split=args.split,
+            allow_outside=args.allow_outside,
             retry_failed=args.retry_failed,
             csv=Path(args.csv) if args.csv else None,
             progress=not args.no_progress,
             retry=RetryPolicy(max_attempts=args.max_attempts, job_timeout_s=args.job_timeout),
         )
         summary = run_batch(options)
-    except (ClientError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ClientError, DatasetError, ResultsError) as exc:
+        print(f"error: {str(exc).replace('allow_outside=True', '--allow-outside')}", file=sys.stderr)
         return EXIT_REFUSED
     for line in summary.lines():
         print(line, file=sys.stderr)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from fastbackend.batch.plan import NOT_SENT, Item, failure, pack, plan_items
-from fastbackend.batch.results import ResultsFile, write_csv
+from fastbackend.batch.plan import NOT_SENT, Item, failure, item_key, pack, plan_items
+from fastbackend.batch.results import ResultsFile, write_csv, write_npy
 from fastbackend.batch.runner import BatchAborted, Counters, JobRunner, RetryPolicy
 from fastbackend.client import ApiClient, Target
 
@@ -36,11 +36,14 @@ class BatchOptions:
     target: Target
     adapter: str | None = None
     top_k: int = 1
+    op: str = "predict"  # or "embed": one vector per image (records' `embedding`)
+    npy: Path | None = None  # with op embed: also the vectors as one (N, D) float32 .npy, in dataset order
     concurrency: int = 4
     batch_size: int = 16
     by_reference: bool = False
     remote_root: str | None = None
     split: str | None = None
+    allow_outside: bool = False  # manifest rows outside the manifest's folder (a train run's split.csv)
     retry_failed: bool = False
     csv: Path | None = None
     progress: bool = True
@@ -63,6 +66,7 @@ class BatchSummary:
     interrupted: bool = False
     aborted: str | None = None
     repaired_bytes: int = 0
+    duplicates: list[str] = field(default_factory=list)  # images with more than one line in the file
     lines_in_file: int = 0  # after the run: every image written, by this run or an earlier one
     failed_in_file: int = 0
 
@@ -84,6 +88,9 @@ class BatchSummary:
         ]
         if self.repaired_bytes:
             out.append(f"cut {self.repaired_bytes} bytes of an unfinished last line (a killed run)")
+        if self.duplicates:
+            shown = ", ".join(repr(key) for key in self.duplicates[:5]) + (", ..." if len(self.duplicates) > 5 else "")
+            out.append(f"{len(self.duplicates)} images have more than one line in the results file: {shown}")
         if self.interrupted:
             out.append("interrupted: jobs in flight cancelled; run the same command again to finish")
         if self.aborted:
@@ -108,15 +115,19 @@ def run_batch(
         DatasetError: the dataset cannot be read (nothing sent).
         KeyboardInterrupt is handled: the summary says `interrupted`.
     """
-    from worker.datasets import load_dataset
+    from worker.datasets import load_dataset, skipped_report
 
     err = err or sys.stderr
     # Files are not opened here: one unreadable or non-image file becomes that file's coded
     # failure in the results (FILE_UNREADABLE, or the worker's decode error), not a stopped batch.
-    dataset = load_dataset(options.dataset, split=options.split, check_files=False)
+    dataset = load_dataset(options.dataset, split=options.split, check_files=False, allow_outside=options.allow_outside)
+    if dataset.skipped:
+        print(skipped_report(dataset), file=err)
     root = options.dataset if options.dataset.is_dir() else options.dataset.parent
     results = ResultsFile(options.out)
-    summary = BatchSummary(total=len(dataset.items), repaired_bytes=results.repaired_bytes)
+    summary = BatchSummary(
+        total=len(dataset.items), repaired_bytes=results.repaired_bytes, duplicates=list(results.duplicates)
+    )
     if options.retry_failed:
         print(f"--retry-failed: {results.forget_failures()} failed images will be sent again", file=err)
     items, summary.skipped = plan_items(
@@ -131,7 +142,9 @@ def run_batch(
     client = client or ApiClient(options.target, timeout=options.http_timeout_s)
     stop = threading.Event()
     counters = Counters()
-    runner = JobRunner(client, options.retry, stop, adapter=options.adapter, top_k=options.top_k, counters=counters)
+    runner = JobRunner(
+        client, options.retry, stop, adapter=options.adapter, top_k=options.top_k, op=options.op, counters=counters
+    )
     bar = _progress_bar(options.progress, summary, err)
     started = time.monotonic()
 
@@ -155,10 +168,12 @@ def run_batch(
             for i in too_large
         ]
     )
-    pending = iter(jobs)
     in_flight: set[Future] = set()
     pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fastbackend-batch")
     try:
+        if options.by_reference and jobs:
+            jobs = _probe_references(jobs, runner, write)  # BatchAborted: the worker reads neither
+        pending = iter(jobs)
         _fill(pool, runner, pending, in_flight, options.concurrency)
         while in_flight:
             finished, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -186,7 +201,41 @@ def run_batch(
     summary.retries, summary.jobs_sent, summary.images_sent = counters.retries, counters.jobs_sent, counters.images_sent
     if options.csv:
         print(f"wrote {write_csv(options.out, options.csv)} rows to {options.csv}", file=err)
+    if options.npy:
+        keys = [item_key(i.path, root) for i in dataset.items]
+        print(f"wrote {write_npy(options.out, options.npy, keys)} vectors to {options.npy}", file=err)
     return summary
+
+
+# What a worker answers for a path it cannot read; two in a row from the first images means the
+# references are wrong (a wrong --remote-root), not the files.
+_REFERENCE_CODES = frozenset({"IMAGE_SOURCE_NOT_ALLOWED", "IMAGE_FETCH_FAILED"})
+
+
+def _probe_references(
+    jobs: list[list[Item]], runner: JobRunner, write: Callable[[list[dict[str, Any]]], None]
+) -> list[list[Item]]:
+    """Send the first two images alone before the rest: when the worker can read neither, stop.
+
+    Otherwise each job with a wrong --remote-root fails one image at a time and sends the rest
+    again (about n^2/2 images for n); this costs two images.
+
+    Raises:
+        BatchAborted: both probes failed with a source code (their records are written first).
+    """
+    items = [item for group in jobs for item in group]
+    probes, failed = items[:2], []
+    for item in probes:
+        records = runner.run([item])
+        write(records)
+        failed += [r for r in records if r["code"] in _REFERENCE_CODES]
+    if len(failed) == len(probes) == 2:
+        raise BatchAborted(
+            f"the worker cannot read the first two images ({failed[0]['error']}); "
+            "is --remote-root the dataset folder as the worker sees it?"
+        )
+    done = {item.key for item in probes}
+    return [kept for group in jobs if (kept := [item for item in group if item.key not in done])]
 
 
 def _fill(pool: ThreadPoolExecutor, runner: JobRunner, pending, in_flight: set[Future], limit: int) -> None:

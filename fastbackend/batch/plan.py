@@ -36,7 +36,19 @@ INVALID_INPUT = "INVALID_INPUT"
 BODY_MARGIN = 64 * 1024  # JSON framing, adapter and top_k, with room to spare
 _CODED = re.compile(r"^([A-Z][A-Z0-9_]+): (.*)$", re.DOTALL)
 _ITEM_FIELD = re.compile(r"^images(?:\[(\d+)\])?:")
-RECORD_KEYS = ("path", "true_label", "label", "score", "top_k", "adapter", "job_id", "attempt", "code", "error")
+RECORD_KEYS = (
+    "path",
+    "true_label",
+    "label",
+    "score",
+    "top_k",
+    "embedding",
+    "adapter",
+    "job_id",
+    "attempt",
+    "code",
+    "error",
+)
 
 
 @dataclass(frozen=True)
@@ -133,8 +145,13 @@ def pack(items: Sequence[Item], batch_size: int, limit: int = RUN_LIMIT_BYTES) -
     return jobs, too_large
 
 
-def job_input(images: list[Any], adapter: str | None, top_k: int) -> dict[str, Any]:
-    body: dict[str, Any] = {"images": images, "top_k": top_k}
+def job_input(images: list[Any], adapter: str | None, top_k: int, op: str = "predict") -> dict[str, Any]:
+    """A job's input: `predict` (with top_k), or `embed` (vectors as base64 float32, a fifth of the JSON)."""
+    body: dict[str, Any] = (
+        {"op": "embed", "images": images, "encoding_format": "base64"}
+        if op == "embed"
+        else {"images": images, "top_k": top_k}
+    )
     if adapter:
         body["adapter"] = adapter
     return {"input": body}
@@ -172,7 +189,17 @@ def failure(item: Item, code: str, error: str, adapter: str | None, job_id: str 
 def records_from_output(
     items: Sequence[Item], output: Any, adapter: str | None, job_id: str | None, attempt: int
 ) -> list[dict[str, Any]]:
-    """One record per image from a COMPLETED job's output (a worker success answer)."""
+    """One record per image from a COMPLETED job's output (a worker success answer): a prediction's
+    label, score and top_k, or an embedding (as a list of floats)."""
+    vectors = output.get("embeddings") if isinstance(output, dict) else None
+    if isinstance(vectors, list) and len(vectors) == len(items):
+        from worker.tasks.embeddings import decode
+
+        used = output.get("adapter", adapter)
+        return [
+            record(item, embedding=decode(v).tolist(), adapter=used, job_id=job_id, attempt=attempt)
+            for item, v in zip(items, vectors)
+        ]
     predictions = output.get("predictions") if isinstance(output, dict) else None
     if not isinstance(predictions, list) or len(predictions) != len(items):
         got = len(predictions) if isinstance(predictions, list) else "no"

@@ -1,8 +1,12 @@
 """The results file of `fastbackend batch`: JSON lines, one per image, appended, resumable.
 
 Exactly once: one writer (the main thread) appends a finished job's lines in one write, and
-an image already in the file is never sent again. A process killed mid-write can leave a cut
-last line; opening the file cuts it off (that image is then scored again, once).
+an image already in the file is never sent again. A second `fastbackend batch` on the same file
+is refused while the first runs (an flock on `<file>.lock`, released when the process ends, even
+killed). A process killed mid-write can leave a cut last line (no newline): opening the file cuts
+it off (that image is then scored again, once). Any other line that is not a result (blank,
+foreign, a cut line followed by more) is refused, naming the line: nothing after it is lost.
+Keys are written as JSON escapes where a file name is not valid UTF-8, and read back the same.
 """
 
 from __future__ import annotations
@@ -17,33 +21,54 @@ from typing import Any
 from fastbackend.batch.plan import RECORD_KEYS
 
 
+class ResultsError(ValueError):
+    """The results file cannot be used as it is (a corrupt line, another writer); nothing was sent."""
+
+
 class ResultsFile:
-    """Open with `ResultsFile(path)`: reads what is done, repairs a cut tail, then appends."""
+    """Open with `ResultsFile(path)`: locks it, reads what is done, repairs a cut tail, then appends.
+
+    Raises:
+        ResultsError: another process holds the lock, or a line other than the last is not a result.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.done: set[str] = set()
         self.failed: set[str] = set()
-        self.duplicates = 0  # lines for an image already seen (a file written by something else)
+        self.duplicates: list[str] = []  # images with more than one line (a file written by something else)
         self.repaired_bytes = 0
-        if self.path.exists():
-            self._load()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = -1
+        self._lock = _lock(self.path.with_name(self.path.name + ".lock"))
+        try:
+            if self.path.exists():
+                self._load()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except BaseException:
+            os.close(self._lock)
+            raise
 
     def _load(self) -> None:
         data = self.path.read_bytes()
         good = 0  # bytes up to the end of the last complete, valid line
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
+        lines = data.splitlines(keepends=True)
+        for number, line in enumerate(lines, start=1):
+            if not line.endswith(b"\n"):  # only the last line can lack one: a write cut short
                 break
             try:
                 row = json.loads(line)
                 key = row["path"]
+                if not isinstance(key, str):
+                    raise TypeError
             except (ValueError, KeyError, TypeError):
-                break
+                shown = line[:80].decode("utf-8", "replace").rstrip("\n")
+                raise ResultsError(
+                    f"{self.path}, line {number}: not a result line ({shown!r}); remove or fix it "
+                    f"({len(lines) - number} lines follow it; nothing was sent)"
+                ) from None
             if key in self.done:
-                self.duplicates += 1
+                self.duplicates.append(key)
             self.done.add(key)
             if row.get("code"):
                 self.failed.add(key)
@@ -62,7 +87,7 @@ class ResultsFile:
             self.done.add(row["path"])
             if row.get("code"):
                 self.failed.add(row["path"])
-            fresh.append(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+            fresh.append(_json_line(row))
             written.append(row)
         if fresh:
             data = "".join(fresh).encode("utf-8")
@@ -70,11 +95,20 @@ class ResultsFile:
                 data = data[os.write(self._fd, data) :]
         return written
 
+    def __enter__(self) -> ResultsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._fd >= 0:
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+        if self._lock >= 0:
+            os.close(self._lock)  # releases the flock
+            self._lock = -1
 
     def forget_failures(self) -> int:
         """Rewrite the file without its failure lines (--retry-failed); returns how many went."""
@@ -92,21 +126,68 @@ class ResultsFile:
         return count
 
 
+def _lock(path: Path) -> int:
+    """An exclusive flock on `path`, held until the descriptor is closed (or the process ends)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ResultsError(
+            f"{path.with_suffix('')}: another `fastbackend batch` is writing it (locked by {path}); "
+            "wait for it to finish, or use another --out"
+        ) from None
+    return fd
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    """One JSON line; a file name that is not valid UTF-8 (a surrogate escape) is written as a JSON
+    escape, which reads back as the same key."""
+    text = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(row, separators=(",", ":"))
+    return text + "\n"
+
+
 def _lines(path: Path) -> Iterator[str]:
     with open(path, encoding="utf-8") as handle:
         yield from handle
 
 
 def write_csv(jsonl: Path, csv_path: Path) -> int:
-    """The results as CSV (top_k as a JSON string); returns the number of rows."""
+    """The results as CSV (top_k and embedding as JSON strings); returns the number of rows."""
     rows = 0
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+    # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes.
+    with open(csv_path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.DictWriter(handle, fieldnames=RECORD_KEYS, extrasaction="ignore")
         writer.writeheader()
         for line in _lines(jsonl):
             row = json.loads(line)
-            if row.get("top_k") is not None:
-                row["top_k"] = json.dumps(row["top_k"], separators=(",", ":"))
+            for key in ("top_k", "embedding"):
+                if row.get(key) is not None:
+                    row[key] = json.dumps(row[key], separators=(",", ":"))
             writer.writerow(row)
             rows += 1
     return rows
+
+
+def write_npy(jsonl: Path, npy_path: Path, keys: Sequence[str]) -> int:
+    """The embeddings of the results file as one (N, D) float32 array in `keys`' (the dataset's) order,
+    and beside it `<name>.paths.txt`, the image of each row; images without a vector are left out.
+    Returns N."""
+    import numpy as np
+
+    vectors: dict[str, list[float]] = {}
+    for line in _lines(jsonl):
+        row = json.loads(line)
+        if row.get("embedding") is not None:
+            vectors[row["path"]] = row["embedding"]
+    kept = [key for key in keys if key in vectors]
+    dims = len(vectors[kept[0]]) if kept else 0
+    np.save(npy_path, np.asarray([vectors[k] for k in kept], dtype=np.float32).reshape(len(kept), dims))
+    npy_path.with_suffix(".paths.txt").write_text("".join(f"{key}\n" for key in kept), encoding="utf-8")
+    return len(kept)

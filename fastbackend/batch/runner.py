@@ -93,12 +93,13 @@ class JobRunner:
         *,
         adapter: str | None = None,
         top_k: int = 1,
+        op: str = "predict",
         counters: Counters | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client, self.policy, self.stop = client, policy, stop
-        self.adapter, self.top_k = adapter, top_k
+        self.adapter, self.top_k, self.op = adapter, top_k, op
         self.counters = counters or Counters()
         self.rng = rng or random.Random()
         self.clock = clock
@@ -114,7 +115,7 @@ class JobRunner:
             images, group = self._payloads(group, records, attempt)
             if not group:
                 continue
-            outcome = self._execute(job_input(images, self.adapter, self.top_k), len(group))
+            outcome = self._execute(job_input(images, self.adapter, self.top_k, self.op), len(group))
             if outcome.kind == "stopped":
                 break
             if outcome.kind == "done":

@@ -228,6 +228,104 @@ def test_the_documented_batch_commands_parse(root):
         build_parser().parse_args(argv[argv.index(".venv/bin/fastbackend") + 1 :])
 
 
+# -- the results file: any name, a corrupt middle refused, one writer, duplicates shown (issue 24.10)
+def test_a_file_name_that_is_not_utf8_is_scored_once_and_read_back(tmp_path):
+    import os
+
+    root = tmp_path / "data"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / label / "ok.png")
+    Image.fromarray(np.ones((8, 8), dtype=np.uint8)).save(os.fsdecode(bytes(root / "a") + b"/caf\xe9.png"))
+    out = tmp_path / "results.jsonl"
+    with fake_queue(Faults()) as fake:
+        summary = run(fake, root, out, csv=tmp_path / "r.csv")
+        assert summary.written_ok == 3 and exit_code(summary) == 0
+        again = run(fake, root, out)
+    assert again.to_send == 0 and again.skipped == 3, "the non-UTF-8 key reads back as the same key"
+    assert os.fsdecode(b"a/caf\xe9.png") in {row["path"] for row in lines(out)}
+    assert b"caf\xe9.png" in (tmp_path / "r.csv").read_bytes()
+
+
+def test_only_a_torn_last_line_is_repaired_and_a_corrupt_middle_is_refused_naming_it(dataset, tmp_path, capsys):
+    from fastbackend.batch.results import ResultsError, ResultsFile
+
+    root, keys = dataset
+    out = tmp_path / "results.jsonl"
+    with fake_queue(Faults()) as fake:
+        run(fake, root, out)
+    good = out.read_bytes()
+    out.write_bytes(good + b'{"path": "class0/0')  # a write cut short: repaired
+    with ResultsFile(out) as results:
+        assert results.repaired_bytes == 18 and len(results.done) == N_IMAGES
+    assert out.read_bytes() == good
+    middle = good.splitlines(keepends=True)
+    for bad in (b"\n", b"not json\n", b'{"path": "class0/0'):
+        out.write_bytes(b"".join(middle[:10] + [bad] + middle[10:]))
+        before = out.read_bytes()
+        with pytest.raises(ResultsError, match=f"{out}, line 11: not a result line"):
+            ResultsFile(out)
+        assert out.read_bytes() == before, "nothing is cut"
+        assert main(["batch", str(root), "--local", "http://127.0.0.1:9", "--out", str(out), "--no-progress"]) == 2
+        assert "line 11" in capsys.readouterr().err
+
+
+def test_a_second_writer_on_the_same_results_file_is_refused(dataset, tmp_path):
+    from fastbackend.batch.results import ResultsError, ResultsFile
+
+    root, keys = dataset
+    out = tmp_path / "results.jsonl"
+    with ResultsFile(out):
+        with fake_queue(Faults()) as fake, pytest.raises(ResultsError, match="another `fastbackend batch`"):
+            run(fake, root, out)
+        assert fake.images_sent() == []
+    with fake_queue(Faults()) as fake:  # released on close: the next run writes each image once
+        run(fake, root, out)
+    assert_exactly_once(lines(out), keys)
+
+
+def test_duplicate_lines_are_printed(dataset, tmp_path):
+    root, keys = dataset
+    out = tmp_path / "results.jsonl"
+    with fake_queue(Faults()) as fake:
+        run(fake, root, out)
+        out.write_bytes(out.read_bytes() + out.read_bytes().splitlines(keepends=True)[3])
+        summary = run(fake, root, out)
+    shown = "\n".join(summary.lines())
+    assert summary.duplicates == [lines(out)[3]["path"]] and repr(lines(out)[3]["path"]) in shown, shown
+
+
+def test_a_wrong_remote_root_fails_after_two_images(dataset, tmp_path):
+    root, keys = dataset
+    with fake_queue(Faults(readable_root="/runpod-volume/data")) as fake:
+        summary = run(fake, root, tmp_path / "wrong.jsonl", by_reference=True, remote_root="/runpod-volume/dtaa")
+        assert len(fake.images_sent()) == 2 and summary.aborted and "--remote-root" in summary.aborted
+        assert exit_code(summary) == 1
+    with fake_queue(Faults(readable_root="/runpod-volume/data")) as fake:
+        summary = run(fake, root, tmp_path / "right.jsonl", by_reference=True, remote_root="/runpod-volume/data")
+        assert len(fake.images_sent()) == N_IMAGES and summary.written_ok == N_IMAGES
+
+
+def test_a_train_runs_split_manifest_is_scored_with_allow_outside(dataset, tmp_path, monkeypatch, capsys):
+    """03_train_adapter writes split.csv in its run folder, naming the dataset's files (issue 31.2)."""
+    from worker.datasets import load_dataset, write_manifest
+
+    root, keys = dataset
+    data = load_dataset(root, check_files=False)
+    split = write_manifest(tmp_path / "run" / "split.csv", [type(i)(i.path, i.label, "val") for i in data.items])
+    fake, server = start(Faults())
+    monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
+    monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", fake.url)
+    args = ["batch", str(split), "--endpoint", ENDPOINT, "--out", str(tmp_path / "r.jsonl"), "--no-progress"]
+    try:
+        assert main(args) == 2
+        assert "outside the manifest's folder" in (err := capsys.readouterr().err) and "--allow-outside" in err
+        assert main([*args, "--allow-outside", "--split", "val"]) == 1  # broken.png is a coded failure
+    finally:
+        server.shutdown()
+    assert len(lines(tmp_path / "r.jsonl")) == N_IMAGES
+
+
 def test_a_clients_mistake_on_one_image_fails_that_image_only_and_is_not_retried(dataset, tmp_path):
     """INVALID_INPUT naming images[i] (a path the worker cannot take as it is): the same answer on
     every worker, so never retried; the job's other images are sent again and scored."""

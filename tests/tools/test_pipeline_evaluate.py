@@ -41,3 +41,17 @@ def test_evaluate_records_the_accuracy_the_inference_notebook_shows(root, models
             assert recorded[metric] == shown[metric], (adapter, metric)
         assert recorded[f"{adapter}/adapter_accuracy"] > recorded[f"{adapter}/base_accuracy"]
         assert sorted(p.name for p in result.run_dir.glob("*.ipynb")) == ["01_preprocess.ipynb", "02_inference.ipynb"]
+
+
+def test_the_base_alone_is_one_parameter(root, models_dir, tmp_path):
+    """`base_only=True` scores the base with no adapter loaded, whatever adapters_dir holds (issue 31.6)."""
+    models = {"base_model": str(models_dir / "base"), "adapters_dir": str(models_dir / "adapters")}
+    done = execute(
+        root / "notebooks" / "02_inference.ipynb",
+        tmp_path / "02_inference.ipynb",
+        {**models, "base_only": True, "adapter": "inverted"},
+        cwd=root,
+        figures=False,
+    )
+    assert "base_accuracy" in done.metrics
+    assert not [key for key in done.metrics if "/" in key], done.metrics

@@ -3,14 +3,15 @@
 `make test-full` (`, exits N` when the block's last command is meant to fail with status N); an
 `<!-- expect: TEXT -->` line after the block names text its output must hold.
 
-Each block runs with bash in a sandbox: a folder holding links to the repository's files, with
-`models/` the demo models the tests build (never the repository's own `models/`), so a tutorial's
-default paths work and nothing is written into tracked files."""
+Each block runs with bash in a sandbox: a folder holding links to the repository's files (and a
+copy of `exported/`), with `models/` the demo models the tests build (never the repository's own
+`models/`), so a tutorial's default paths work and nothing is written into tracked files."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _BLOCK = re.compile(
     r"<!-- tutorial: (run|full)(?:, exits (\d+))? -->\n```(?:bash|sh)\n(.*?)\n```\n(?:<!-- expect: (.*?) -->)?", re.S
 )
-_LEFT_OUT = {".git", "models", "runs", "site", "test-artifacts", "bench-results"}
+_LEFT_OUT = {".git", "models", "runs", "data", "site", "test-artifacts", "bench-results"}  # a tutorial may write these
 
 
 def tutorial_blocks() -> list[pytest.param]:
@@ -46,8 +47,10 @@ def test_the_tutorials_have_blocks_that_run_in_make_test():
 def sandbox(tmp_path_factory, models_dir) -> Path:
     folder = tmp_path_factory.mktemp("tutorial")
     for entry in ROOT.iterdir():
-        if entry.name not in _LEFT_OUT:
+        if entry.name not in {*_LEFT_OUT, "exported"}:
             (folder / entry.name).symlink_to(entry)
+    # A copy, not a link: the local runners resolve the handler's path and run it from its project root.
+    shutil.copytree(ROOT / "exported", folder / "exported", ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "models").symlink_to(models_dir)
     return folder
 
@@ -61,7 +64,7 @@ def test_a_tutorial_block_runs_as_written(sandbox, script, status, expect):
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=300,
     )
     output = done.stdout + done.stderr
     assert done.returncode == status, f"exit {done.returncode}, expected {status}:\n{script}\n{output[-3000:]}"

@@ -133,8 +133,8 @@ def test_truncated_image_fails_at_decode_naming_the_file(folder):
 
 
 def test_unreadable_file(folder):
-    (folder / "cat" / "dir.png").mkdir()  # a name that reads as an image, but cannot be read
-    with pytest.raises(DatasetError, match=r"^\S+/cat/dir.png: unreadable \(not a regular file: a directory\)$"):
+    os.mkfifo(folder / "cat" / "pipe.png")  # a name that reads as an image, but cannot be read (a folder is walked)
+    with pytest.raises(DatasetError, match=r"^\S+/cat/pipe.png: unreadable \(not a regular file: a FIFO\)$"):
         load_dataset(folder)
 
 
@@ -214,3 +214,40 @@ def test_image_over_the_decode_limits(folder):
     data = load_dataset(folder)
     with pytest.raises(DatasetError, match=r"cat/big.png: 40x30 PNG is over the caps"):
         data.read_images(max_image_side=32)
+
+
+# -- what a folder holds besides images, and manifests that list a file twice (issue 24.11)
+def test_every_file_not_used_is_reported_and_valid_images_under_any_name_are_used(folder):
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(folder / "cat" / "photo.jfif", format="JPEG")
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(folder / "cat" / "noext", format="PNG")
+    (folder / "cat" / "nested" / "deeper").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(folder / "cat" / "nested" / "deeper" / "n.png")
+    (folder / "cat" / "notes.txt").write_text("a note")
+    (folder / "cat" / ".DS_Store").write_bytes(b"\0\0")
+    (folder / "README.md").write_text("about the data")
+    (folder / "dog" / "alias.png").symlink_to(folder / "cat" / "noext")
+    data = load_dataset(folder)
+    used = {item.path.relative_to(folder).as_posix() for item in data.items}
+    assert {"cat/photo.jfif", "cat/noext", "cat/nested/deeper/n.png"} <= used
+    skipped = {path.relative_to(folder).as_posix(): why for path, why in data.skipped}
+    assert set(skipped) == {"cat/notes.txt", "cat/.DS_Store", "README.md", "dog/alias.png"}, skipped
+    assert skipped["README.md"] == "not in a class folder" and skipped["cat/.DS_Store"] == "hidden"
+    assert skipped["cat/notes.txt"].startswith("not an image") and "same file as" in skipped["dog/alias.png"]
+    from worker.datasets import skipped_report
+
+    assert "skipped 4 files" in skipped_report(data) and "notes.txt" in skipped_report(data)
+
+
+@pytest.mark.parametrize(
+    "rows, words",
+    [
+        ("cat/0.png,cat,train\ncat/0.png,cat,train", "a duplicate row"),
+        ("cat/0.png,cat,train\ncat/0.png,dog,train", "conflicting labels 'cat' and 'dog'"),
+        ("cat/0.png,cat,train\n./cat/../cat/0.png,cat,val", "two splits 'train' and 'val'"),
+    ],
+)
+def test_a_file_listed_twice_in_a_manifest_is_refused_naming_both_rows(folder, rows, words):
+    manifest = folder / "m.csv"
+    manifest.write_text("path,label,split\ndog/0.png,dog,train\n" + rows + "\n")
+    with pytest.raises(DatasetError, match=rf"m.csv, line 4: .*cat/0.png is listed again \(line 3\): {words}"):
+        load_dataset(manifest)

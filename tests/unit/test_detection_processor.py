@@ -29,6 +29,7 @@ RESIZES = [
     ({**DETR, "do_resize": False}, (427, 640), (427, 640)),
     (YOLOS, (427, 640), (800, 1184)),  # YOLOS: both edges floored to multiples of 16
     (YOLOS, (640, 427), (1184, 800)),
+    ({"image_processor_type": "RTDetrImageProcessor"}, (427, 640), (640, 640)),  # its class default
 ]
 
 
@@ -51,6 +52,7 @@ REFUSALS = [
     ({**DETR, "image_mean": [0.5, 0.5]}, "image_mean="),
     ({**DETR, "pad_size": {"height": 10}}, "pad_size="),
     ({**DETR, "do_reduce_labels": True}, "do_reduce_labels=True"),
+    ({"image_processor_type": "RTDetrImageProcessor", "size": 640}, "takes a size dict"),
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,10 +23,13 @@ from worker.telemetry import rss_mb
 
 from .stub_notebooks import stub_functions
 
+BIG = (1024, 512)  # 8 of them are over PARALLEL_DECODE_MIN_PIXELS: decoded on the pool
+THREADS_SEEN: list[str] = []  # the threads the stand-in preprocessing ran on
 
-def png_b64(gray: int) -> str:
+
+def png_b64(gray: int, size: tuple[int, int] = (5, 3)) -> str:
     buffer = io.BytesIO()
-    Image.new("L", (5, 3), gray).save(buffer, format="PNG")
+    Image.new("L", size, gray).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -33,9 +37,12 @@ def gray_levels_worker(tmp_path: Path, decode_threads: int, sdk: BackgroundImpor
     """A worker whose stand-in preprocessing keeps each image's gray level, so order is visible."""
     functions = replace(
         stub_functions(),
-        to_pixel_values=lambda images, transform, config: np.array(
-            [np.full((1, 2, 2), float(np.asarray(i).mean()), np.float32) for i in images]
-        ).reshape(len(images), 1, 2, 2),
+        to_pixel_values=lambda images, transform, config: (
+            THREADS_SEEN.append(threading.current_thread().name),
+            np.array([np.full((1, 2, 2), float(np.asarray(i).mean()), np.float32) for i in images]).reshape(
+                len(images), 1, 2, 2
+            ),
+        )[1],
         read_preprocess_config=lambda base: SimpleNamespace(num_channels=1, height=2, width=2),
     )
     config = WorkerConfig(
@@ -49,16 +56,28 @@ def test_a_jobs_images_come_back_in_order_whatever_the_threads(tmp_path, threads
     worker = gray_levels_worker(tmp_path, threads)
     assert (worker.image_pool is None) == (threads == 1)
     levels = [10, 200, 30, 90, 5, 250, 7, 64]
-    answer = worker.handle(
-        {"id": "j", "input": {"op": "preprocess", "images": [png_b64(g) for g in levels], "return_pixels": True}}
-    )
+    images = [png_b64(g, BIG) for g in levels]
+    answer = worker.handle({"id": "j", "input": {"op": "preprocess", "images": images, "return_pixels": True}})
     assert answer["status"] == "success", answer
     assert [round(row[0][0][0]) for row in answer["pixels"]] == levels
 
 
+def test_thumbnails_decode_inline_and_photos_on_the_pool(tmp_path):
+    """Issue 24 item 13: the thread hops cost a job of small images more than a second core gives."""
+    from worker.ops import PARALLEL_DECODE_MIN_PIXELS
+
+    worker = gray_levels_worker(tmp_path, 4)
+    for size, on_pool in (((8, 8), False), (BIG, True)):
+        THREADS_SEEN.clear()
+        answer = worker.handle({"id": "j", "input": {"op": "preprocess", "images": [png_b64(9, size)] * 8}})
+        assert answer["status"] == "success", answer
+        assert all(name.startswith("fastbackend-image") is on_pool for name in THREADS_SEEN), (size, THREADS_SEEN)
+    assert 8 * 8 * 8 < PARALLEL_DECODE_MIN_PIXELS <= 8 * BIG[0] * BIG[1]
+
+
 def test_a_bad_image_among_parallel_ones_names_its_index(tmp_path):
     worker = gray_levels_worker(tmp_path, 4)
-    images = [png_b64(1), png_b64(2), base64.b64encode(b"not an image").decode(), png_b64(3)]
+    images = [png_b64(1, BIG), png_b64(2, BIG), base64.b64encode(b"not an image").decode(), png_b64(3, BIG)]
     answer = worker.handle({"id": "j", "input": {"images": images}})
     assert answer["code"] == "IMAGE_DECODE_FAILED" and answer["field"] == "images[2]", answer
 

@@ -32,6 +32,9 @@ CASES = {
         3,
     ),
     "efficientnet": ("EfficientNetImageProcessor", {"size": 60, "rescale_offset": True, "do_center_crop": True}, 3),
+    "segformer-defaults": ("SegformerImageProcessor", {}, 3),
+    "segformer-64-bicubic": ("SegformerImageProcessor", {"size": {"height": 64, "width": 48}, "resample": 3}, 3),
+    "segformer-reduce-labels": ("SegformerImageProcessor", {"size": 32, "do_reduce_labels": True}, 3),
     "no-rescale": ("ViTImageProcessor", {"size": 32, "do_rescale": False, "image_mean": [127, 127, 127]}, 3),
     "crop-bigger-than-image": ("DeiTImageProcessor", {"size": 20, "crop_size": {"height": 30, "width": 24}}, 3),
 }
@@ -112,3 +115,13 @@ def test_rgba_is_composited_on_white_as_convert_to_rgb():
 
     rgba = Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 7, 4), dtype=np.uint8), "RGBA")
     assert np.array_equal(np.asarray(to_model_mode(rgba, 3)), convert_to_rgb(rgba, return_numpy=True))
+
+
+def test_a_refusal_calls_an_absent_field_absent_and_a_null_one_none():
+    """ViT's processor has no center crop: the field is absent, not `do_center_crop=None` (issue 31.6)."""
+    with pytest.raises(ValueError) as refused:
+        build_preprocess_config({"image_processor_type": "ViTImageProcessor", "size": {"shortest_edge": 64}}, {})
+    assert "do_center_crop absent" in str(refused.value) and "=None" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"do_center_crop=None"):
+        fields = {"image_processor_type": "ViTImageProcessor", "size": {"shortest_edge": 64}, "do_center_crop": None}
+        build_preprocess_config(fields, {})

@@ -16,8 +16,8 @@ from .stub_notebooks import stub_functions
 
 
 def test_every_op_has_exactly_one_operation():
-    assert OPS == ("predict", "preprocess", "adapters", "health", "metrics", "ping", "echo")
-    assert set(OPERATIONS) == set(MODELS.values())
+    assert OPS == ("predict", "embed", "preprocess", "adapters", "health", "metrics", "ping", "echo")
+    assert set(OPERATIONS) == set(MODELS) == set(OPS)
 
 
 def test_the_default_op_is_predict_in_parsing_dispatch_and_the_published_schema():

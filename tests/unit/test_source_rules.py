@@ -268,6 +268,8 @@ def test_a_jobs_source_bytes_count_against_its_budget_and_the_workers():
     worker_bytes = SourceBytes(100)
     config = WorkerConfig(max_image_bytes=50, max_job_source_bytes=60, max_worker_source_bytes=100)
     with holding_sources(config, worker_bytes) as first:
+        first.reserve(3, 50)  # the most 3 items can bring, capped by the job's budget
+        assert worker_bytes.in_use == 60
         first.take(50)
         with pytest.raises(WorkerError) as job_over:
             first.take(11)
@@ -275,11 +277,11 @@ def test_a_jobs_source_bytes_count_against_its_budget_and_the_workers():
             job_over.value
         )
         with holding_sources(config, worker_bytes) as second:
-            second.take(50)
-            with pytest.raises(WorkerError) as worker_over:
-                second.take(1)
+            second.reserve(1, 40)
+            with pytest.raises(WorkerError) as worker_over:  # 60 + 40 + 1 > 100, and no wait configured
+                worker_bytes.reserve(1)
             assert worker_over.value.code is ErrorCode.RATE_LIMITED
-        assert worker_bytes.in_use == 50 and second.cancel.is_set()
+        assert worker_bytes.in_use == 60 and second.cancel.is_set()
     assert worker_bytes.in_use == 0
 
 

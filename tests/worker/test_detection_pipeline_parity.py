@@ -1,8 +1,8 @@
 """The worker's detections are the object-detection pipeline's, per architecture, on real photos.
 
 Each tiny detector of tests/fixtures/detection.py (DETR and Conditional DETR on a transformers
-ResNet backbone, YOLOS; random weights, class head scaled so scores spread) is saved with its
-processor. scikit-learn's photos and their portrait, grayscale, very wide, 12 MP and EXIF-rotated
+ResNet backbone, YOLOS, RT-DETR; random weights, class head scaled so scores spread) is saved with
+its processor. scikit-learn's photos and their portrait, grayscale, very wide, 12 MP and EXIF-rotated
 variants go through the worker's decode step (which turns EXIF-rotated photos upright) and
 `Detector.detect` (several images per call, so same-shape micro-batches form). The reference is
 `pipeline("object-detection", model=folder)` on the same bytes opened by PIL (its load_image turns
@@ -60,7 +60,10 @@ def compare(ours: list[dict], theirs: list[dict]) -> tuple[float, float]:
     return float(box), float(score)
 
 
-@pytest.mark.parametrize("name", list(ARCHITECTURES))
+QUICK = ("detr", "yolos")  # with and without a pixel mask; the others in make test-full
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in QUICK else pytest.mark.full) for n in ARCHITECTURES])
 @pytest.mark.parametrize("threshold", [0.5, pytest.param(0.75, marks=pytest.mark.full)])
 def test_same_detections_as_the_pipeline(name, threshold, photos, tmp_path) -> None:
     import io

@@ -3,7 +3,7 @@
 `read_detection_processor(model_dir)` reads `preprocessor_config.json` into a frozen
 `DetectionProcessor`; `prepare(image, processor)` turns one upright 8-bit RGB image into the float32
 CxHxW `pixel_values`, the int64 HxW `pixel_mask` and the sizes the answer needs. Each step is
-transformers' own (`models/{detr,conditional_detr,yolos}/image_processing_pil_*.py`): the resize
+transformers' own (`models/{detr,conditional_detr,yolos,rt_detr}/image_processing_pil_*.py`): the resize
 sizes of `get_size_with_aspect_ratio` (YOLOS: its own variant, both edges floored to multiples of
 16), PIL's resize with the file's filter, rescale in float64 then float32, normalise in float32, and
 zero padding at the bottom and right to `pad_size` with the mask 1 on the image.
@@ -49,11 +49,18 @@ PROCESSOR_RULES = {
     "DetrImageProcessor": "aspect",
     "ConditionalDetrImageProcessor": "aspect",
     "YolosImageProcessor": "aspect_mod16",
+    "RTDetrImageProcessor": "aspect",
 }
+# Where a class's defaults differ from DETR's; RT-DETR also has no legacy int `size` + `max_size`.
+_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "RTDetrImageProcessor": {"size": {"height": 640, "width": 640}, "do_normalize": False, "do_pad": False},
+}
+_LEGACY_SIZE = ("DetrImageProcessor", "ConditionalDetrImageProcessor", "YolosImageProcessor")
 _MODEL_TYPE_PROCESSORS = {
     "detr": "DetrImageProcessor",
     "conditional_detr": "ConditionalDetrImageProcessor",
     "yolos": "YolosImageProcessor",
+    "rt_detr": "RTDetrImageProcessor",
 }
 # Fields that only concern annotations (training targets) or the output container: no pixel changes.
 _IGNORED = {
@@ -127,11 +134,13 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _size(fields: dict) -> dict[str, int]:
+def _size(kind: str, fields: dict) -> dict[str, int]:
     """The size dict as DetrImageProcessor.__init__ builds it (an int is a shortest edge, capped by max_size)."""
     if "size" not in fields or fields["size"] is None:
-        return dict(_DEFAULTS["size"])
+        return dict(_CLASS_DEFAULTS.get(kind, {}).get("size", _DEFAULTS["size"]))
     size, max_size = fields["size"], fields.get("max_size", _LEGACY_MAX_SIZE)
+    if _positive_int(size) and kind not in _LEGACY_SIZE:
+        raise Refused(f"size={size!r}: {kind} takes a size dict (transformers refuses an int too)")
     if _positive_int(size):
         if max_size is None:
             raise Refused(f"size={size!r} with max_size=null: a shortest edge alone is refused by transformers too")
@@ -166,12 +175,12 @@ def build_detection_processor(fields: dict, model_config: dict) -> DetectionProc
     unknown = sorted(set(fields) - set(_DEFAULTS) - _IGNORED - {"max_size", "pad_and_return_pixel_mask"})
     if unknown:
         raise Refused(f"{unknown[0]}={fields[unknown[0]]!r}: a field this worker does not reproduce")
-    values = {**_DEFAULTS, **fields}
+    values = {**_DEFAULTS, **_CLASS_DEFAULTS.get(kind, {}), **fields}
     if "do_pad" not in fields and "pad_and_return_pixel_mask" in fields:
         values["do_pad"] = fields["pad_and_return_pixel_mask"]
     resize, size = "none", (0, 0)
     if values["do_resize"]:
-        sizes = _size(fields)
+        sizes = _size(kind, fields)
         if "shortest_edge" in sizes:
             resize, size = PROCESSOR_RULES[kind], (sizes["shortest_edge"], sizes["longest_edge"])
         elif "height" in sizes:
