@@ -58,6 +58,7 @@ from worker.errors import ModelLoadFailed
 from worker.tasks.base import Arrays, ImageMeta, Task
 from worker.tasks.classification import ImageClassification
 from worker.tasks.features import ImageFeatureExtraction
+from worker.tasks.object_detection import ObjectDetection
 from worker.tasks.segmentation import ImageSegmentation
 from worker.tasks.zero_shot import ZeroShotImageClassification
 
@@ -65,7 +66,13 @@ from worker.tasks.zero_shot import ZeroShotImageClassification
 # image-feature-extraction (every bare backbone) stays last.
 TASKS: dict[str, type[Task]] = {
     task.name: task
-    for task in (ImageClassification, ZeroShotImageClassification, ImageSegmentation, ImageFeatureExtraction)
+    for task in (
+        ImageClassification,
+        ZeroShotImageClassification,
+        ImageSegmentation,
+        ObjectDetection,
+        ImageFeatureExtraction,
+    )
 }
 DEFAULT_TASK = ImageClassification.name  # the embedded default's; schema/input.json publishes its request
 
