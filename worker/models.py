@@ -67,6 +67,7 @@ class ModelHost:
         self._attached: set[str] = set()  # keys attached to the model (peft's adapter names)
         self._lingering: list[str] = []  # no longer served, still attached: peft needs one adapter
         self._device = ""
+        self._precision: Any = contextlib.nullcontext  # the forward's autocast, chosen once by load_model
 
     # -- setup ---------------------------------------------------------------
     def device(self) -> str:
@@ -117,6 +118,7 @@ class ModelHost:
         task = self.task = self.task or select_task(base, self.config.task, self.fns)
         self.model = task.load_model(base, device=self.device(), dtype=self.config.dtype)
         self.model = acceleration.prepare(self.model, channels_last=self.config.channels_last, device=self.device())
+        self._precision = acceleration.precision(self.config.autocast, self.device())
         self.fingerprint = self.fns.model_fingerprint(base) if base.is_dir() else ""
 
     def scan_adapters(self) -> None:
@@ -179,7 +181,7 @@ class ModelHost:
         """One forward per loaded adapter (and the base), so the first job pays no lazy init."""
         blank = self.task.blank_inputs()
         for key in [None] if self.merged else [None, *(e.key for e in self.cache.entries.values())]:
-            self.forward(blank, key)
+            self.run_batch(blank, key)
 
     # -- serving -------------------------------------------------------------
     def validate(self, name: str | None) -> None:
@@ -305,10 +307,10 @@ class ModelHost:
         c = self.preprocess_config
         rows = np.random.default_rng(0).standard_normal((2, c.num_channels, c.height, c.width)).astype(np.float32)
         try:
-            mixed = self.forward({"pixel_values": rows}, [key, None])["logits"]
+            mixed = self.run_batch({"pixel_values": rows}, [key, None])["logits"]
         except Exception as exc:  # peft refuses: DoRA, a modules_to_save it cannot mix, a reshaped batch
             return False, f"peft cannot mix this adapter's layout: {type(exc).__name__}: {exc}"[:300]
-        one, base = self.forward({"pixel_values": rows[:1]}, key), self.forward({"pixel_values": rows[1:]}, None)
+        one, base = self.run_batch({"pixel_values": rows[:1]}, key), self.run_batch({"pixel_values": rows[1:]}, None)
         alone = np.concatenate([one["logits"], base["logits"]])
         scale = max(1.0, float(np.abs(alone).max()))
         if not np.abs(mixed - alone).max() <= MIX_TOLERANCE * scale:
@@ -330,14 +332,14 @@ class ModelHost:
                 self._attached.discard(key)
                 self._lingering = [k for k in self._lingering if k != key]
 
-    def forward(self, inputs: Arrays, adapter: str | None | list[str | None], op: str = "predict") -> Arrays:
+    def run_batch(self, inputs: Arrays, adapter: str | None | list[str | None], op: str = "predict") -> Arrays:
         """The task's outputs for `op` (predict: `task.forward`; embed: `task.embed`) on a batch of model
         inputs, through a loaded adapter key (None = the base), or one key per row (a mixed batch of a
-        classifier's predict)."""
+        classifier's predict): the model's forward, one batch at a time, under the configured precision."""
         if isinstance(adapter, list) and len(set(adapter)) == 1:
             adapter = adapter[0]
         run = self.task.embed if op == "embed" else self.task.forward
-        with self.lock, acceleration.autocast(self.config.autocast, self.device()):
+        with self.lock, self._precision():
             return run(self.model, inputs, None if self.merged else adapter)
 
     def cache_state(self) -> dict[str, Any]:
