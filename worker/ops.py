@@ -151,27 +151,36 @@ def predict(worker: Worker, request: PredictInput) -> dict[str, Any]:
 
 
 def embed(worker: Worker, request: EmbedInput) -> dict[str, Any]:
-    """One vector per image from the served model (worker/tasks/embeddings.py: the encodings)."""
+    """One vector per image from the served model (worker/tasks/embeddings.py: the encodings); with
+    `texts` (a CLIP-family task's embed request) one per text too, as `text_embeddings`."""
     host, limit = worker.host, worker.config.max_output_bytes
     task = host.task
     host.validate(request.adapter)
+    texts = list(getattr(request, "texts", None) or [])
 
     def estimate(sizes: list[tuple[int, int]]) -> None:
-        size = embeddings.answer_bytes(len(sizes), task.dimensions, request.encoding_format)
+        size = embeddings.answer_bytes(len(sizes) + len(texts), task.dimensions, request.encoding_format)
         check_output_estimate(size, limit, "use encoding_format base64")
 
-    inputs, _, timings = decode_and_preprocess(worker, request, estimate)
+    if request.images is None:
+        estimate([])
+        inputs, timings = None, {}
+    else:
+        inputs, _, timings = decode_and_preprocess(worker, request, estimate)
     start = time.perf_counter()
+    answer: dict[str, Any] = {}
     with host.serving(request.adapter) as (key, _):  # embed batches per adapter (a group of its own)
         loaded = time.perf_counter()
-        outputs = worker.forward(inputs, key, "embed")
+        if inputs is not None:
+            answer = embeddings.encode(worker.forward(inputs, key, "embed")["embeddings"], request, task.pooling)
+        if texts:
+            encoded = embeddings.encode(host.embed_texts(texts, key), request, task.pooling)
+            answer = {**encoded, **answer, "text_embeddings": encoded["embeddings"]}
+            if inputs is None:
+                del answer["embeddings"]
     timings["adapter_ms"] = round((loaded - start) * 1000, 3)
     timings["forward_ms"] = ms_since(loaded)
-    return {
-        "adapter": request.adapter,
-        **embeddings.encode(outputs["embeddings"], request, task.pooling),
-        "timings": timings,
-    }
+    return {"adapter": request.adapter, **answer, "timings": timings}
 
 
 def preprocess(worker: Worker, request: PreprocessInput) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from worker.limits import check_batch, check_output, check_payload
 from worker.models import ModelHost
 from worker.ops import OPERATIONS
 from worker.progress import reporter_for, reporting
-from worker.schema import OPS, PredictInput, parse_input, requested_op
+from worker.schema import OPS, parse_input, requested_op
 from worker.sources import holding_sources
 from worker.startup import BackgroundImport, process_age_ms, settle_gc
 from worker.tasks import Arrays
@@ -228,7 +228,7 @@ class Worker:
                 op = requested_op(raw)
             check_payload(raw, config.max_payload_bytes)
             task = self.host.task
-            request = parse_input(raw, task.request if task else PredictInput)
+            request = parse_input(raw, task.request, task.embed_request) if task else parse_input(raw)
             run, needs_model = OPERATIONS[request.op]
             if needs_model and not self.ready:
                 raise WorkerError(ErrorCode.MODEL_NOT_READY, "the model is not loaded yet (setup has not finished)")
