@@ -59,10 +59,8 @@ def main() -> None:
         def report(row):
             elapsed = time.perf_counter() - start
             rows.append({**{k: v for k, v in row.items() if k != "per_class"}, "elapsed": round(elapsed, 1)})
-            print(
-                f"| {row['epoch']} | {elapsed:.0f} | {row['train_loss']:.3f} | {row['map_50']:.3f} | {row['map']:.3f} |",
-                flush=True,
-            )
+            cells = [row["epoch"], f"{elapsed:.0f}", f"{row['train_loss']:.3f}", f"{row['map_50']:.3f}"]
+            print("| " + " | ".join(map(str, cells)) + f" | {row['map']:.3f} |", flush=True)
             if elapsed > args.minutes * 60:
                 raise StopIteration
 

@@ -104,7 +104,8 @@ def test_coco_results_need_a_coco_dataset_and_the_models_labels(tmp_path) -> Non
         timeout=60,
     )
     assert done.returncode == 2 and "--coco-results needs a COCO JSON dataset" in done.stderr, done.stderr
-    line = {"path": "a.jpg", "detections": [{"label": "dog", "score": 0.9, "box": dict.fromkeys(("xmin", "ymin", "xmax", "ymax"), 1)}]}  # fmt: skip
+    box = dict.fromkeys(("xmin", "ymin", "xmax", "ymax"), 1)
+    line = {"path": "a.jpg", "detections": [{"label": "dog", "score": 0.9, "box": box}]}
     (tmp_path / "r.jsonl").write_text(json.dumps(line) + "\n")
     try:
         write_coco_results(tmp_path / "r.jsonl", tmp_path / "c.json", {"a.jpg": 1}, {"cat": 1})
