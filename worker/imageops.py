@@ -90,26 +90,35 @@ class ImageOps:
         return {"adapter": request.adapter, **answer, "timings": timings}
 
     def embed(self, request: EmbedInput) -> dict[str, Any]:
-        """One vector per image from the served model (worker/tasks/embeddings.py: the encodings)."""
+        """One vector per image from the served model (worker/tasks/embeddings.py: the encodings); with
+        `texts` (a CLIP-family task's embed request) one per text too, as `text_embeddings`."""
         task = self.host.task
         self.host.validate(request.adapter)
+        texts = list(getattr(request, "texts", None) or [])
 
         def estimate(sizes: list[tuple[int, int]]) -> None:
-            size = embeddings.answer_bytes(len(sizes), task.dimensions, request.encoding_format)
+            size = embeddings.answer_bytes(len(sizes) + len(texts), task.dimensions, request.encoding_format)
             check_output_estimate(size, self.config.max_output_bytes, "use encoding_format base64")
 
-        inputs, _, timings = self.model_inputs(request, estimate)
+        if request.images is None:
+            estimate([])
+            inputs, timings = None, {}
+        else:
+            inputs, _, timings = self.model_inputs(request, estimate)
         start = time.perf_counter()
+        answer: dict[str, Any] = {}
         with self.host.serving(request.adapter) as (key, _):  # embed batches per adapter (a group of its own)
             loaded = time.perf_counter()
-            outputs = self._outputs(inputs, key, "embed")
+            if inputs is not None:
+                answer = embeddings.encode(self._outputs(inputs, key, "embed")["embeddings"], request, task.pooling)
+            if texts:
+                encoded = embeddings.encode(self.host.embed_texts(texts, key), request, task.pooling)
+                answer = {**encoded, **answer, "text_embeddings": encoded["embeddings"]}
+                if inputs is None:
+                    del answer["embeddings"]
         timings["adapter_ms"] = round((loaded - start) * 1000, 3)
         timings["forward_ms"] = ms_since(loaded)
-        return {
-            "adapter": request.adapter,
-            **embeddings.encode(outputs["embeddings"], request, task.pooling),
-            "timings": timings,
-        }
+        return {"adapter": request.adapter, **answer, "timings": timings}
 
     def preprocess(self, request: PreprocessInput) -> dict[str, Any]:
         """The model inputs the served task makes of the images, summarised (or whole: return_pixels)."""

@@ -342,6 +342,12 @@ class ModelHost:
         with self.lock, self._precision():
             return run(self.model, inputs, None if self.merged else adapter)
 
+    def embed_texts(self, texts: list[str], adapter: str | None) -> Any:
+        """(len(texts), D) text embeddings of a CLIP-family task through a loaded adapter key (not
+        micro-batched: the text tower runs once per job)."""
+        with self.lock, self._precision():
+            return self.task.embed_texts(self.model, texts, None if self.merged else adapter)
+
     def cache_state(self) -> dict[str, Any]:
         with self._state:
             return {

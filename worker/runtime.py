@@ -34,7 +34,7 @@ from worker.errors import ErrorCode, WorkerError, classify, error_response
 from worker.imageops import ImageOps
 from worker.limits import Admission, PixelBudget, SourceBytes, check_batch, check_output, check_payload
 from worker.models import ModelHost
-from worker.schema import OPS, EchoInput, PredictInput, parse_input, requested_op
+from worker.schema import OPS, EchoInput, parse_input, requested_op
 from worker.sources import holding_sources
 from worker.startup import BackgroundImport, process_age_ms, settle_gc
 from worker.telemetry import (
@@ -211,7 +211,7 @@ class Worker:
                 op = requested_op(raw)
             check_payload(raw, config.max_payload_bytes)
             task = self.host.task
-            request = parse_input(raw, task.request if task else PredictInput)
+            request = parse_input(raw, task.request, task.embed_request) if task else parse_input(raw)
             run, needs_model = self.operations[request.op]
             if needs_model and not self.ready:
                 raise WorkerError(ErrorCode.MODEL_NOT_READY, "the model is not loaded yet (setup has not finished)")
