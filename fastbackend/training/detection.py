@@ -72,6 +72,54 @@ class DetectionTraining:
     seed: int = 0
     eval_threshold: float = 0.01  # detections kept for mAP (a low threshold: the curve needs them)
     precision: str = "auto"  # auto: autocast on a GPU; float32: never
+    max_minutes: float = 0.0  # stop after the first epoch that ends past this (0: no time budget)
+
+
+def load_detection_dataset(path: str | Path) -> DetectionDataset:
+    """A COCO dataset (a `<split>.json` folder or file) or a YOLO one (a folder with data.yaml or
+    classes.txt), told apart by those files; every broken record refused or counted (datasets.py).
+
+    Raises:
+        DetectionDatasetError: the first broken record, naming its file.
+    """
+    from worker.detection.datasets import load_coco, load_yolo
+
+    path = Path(path)
+    if path.is_dir() and ((path / "data.yaml").is_file() or (path / "classes.txt").is_file()):
+        return load_yolo(path)
+    return load_coco(path)
+
+
+def load_detector(base_dir: str | Path, adapter_dir: str | Path | None = None, *, device: str = "cpu") -> Detector:
+    """The base detector as the worker loads it, with a trained adapter (peft) when `adapter_dir` is given."""
+    detector = Detector.load(base_dir)
+    detector.model = detector.model.to(device)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        detector.model = PeftModel.from_pretrained(detector.model, str(adapter_dir)).eval()
+        detector.adapter = detector.model.active_adapter
+    return detector
+
+
+def save_base(model: Any, processor: Any, folder: str | Path) -> Path:
+    """A detector and its image processor saved as the worker reads a base (config, weights, processor)."""
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def check_labels(detector: Detector, dataset: DetectionDataset) -> None:
+    """Refuse a dataset whose class names are not the base's, in its order: the worker answers
+    with the base's label names, so an adapter trained on others would answer them wrongly.
+
+    Raises:
+        ValueError: naming both lists.
+    """
+    base = tuple(detector.id2label[i] for i in sorted(detector.id2label))
+    if base != dataset.names:
+        raise ValueError(f"the dataset's classes {list(dataset.names)} are not the base model's {list(base)}")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -220,7 +268,8 @@ def fit(
     """Train `detector.model`'s trainable parameters on `train`, scored on `val` after each epoch.
 
     Returns the history: `epochs` (epoch, train_loss, map, map_50, per_class, seconds), `best_epoch`,
-    `best` (its scores), `stopped_early`. The best epoch's weights are in the model at the end.
+    `best` (its scores), `stopped_early` (patience or `max_minutes`; `out_of_time` for the latter).
+    The best epoch's weights are in the model at the end.
 
     Raises:
         ValueError: `resume` with a checkpoint written under other settings, or an empty train split.
@@ -248,8 +297,12 @@ def fit(
         model.load_state_dict(saved["state"], strict=False)
         optimizer.load_state_dict(saved["optimizer"])
         history, best_state, waited = saved["history"], saved["best_state"], saved["waited"]
+    budget_start = time.perf_counter()
     for epoch in range(len(history["epochs"]) + 1, settings.epochs + 1):
         if settings.patience and waited >= settings.patience:
+            break
+        if settings.max_minutes and time.perf_counter() - budget_start > settings.max_minutes * 60:
+            history["out_of_time"] = True
             break
         started = time.perf_counter()
         torch.manual_seed(settings.seed * 100_003 + epoch)  # denoising queries, dropout

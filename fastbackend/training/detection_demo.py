@@ -10,6 +10,7 @@ transformers ResNet, saved with its image processor at the scenes' size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,35 @@ from worker.detection.datasets import DetectionDataset, load_coco, write_coco
 from worker.detection.scenes import digit_scenes
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
+DEMO_DIR = "models/detection"  # the demo's folder under the project root
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    root: Path
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base"
+
+    @property
+    def adapters(self) -> Path:
+        return self.root / "adapters"
+
+    @property
+    def data(self) -> Path:  # the plain scenes (COCO): train, val
+        return self.root / "data"
+
+    @property
+    def shifted_data(self) -> Path:  # light digits on dark, noisy canvases (COCO): train, val
+        return self.root / "data-shifted"
+
+
+def demo_paths(root: str | Path | None = None) -> DemoPaths:
+    """Where the detection demo lives: `root`, or models/detection under the project root."""
+    from fastbackend.paths import project_path
+
+    return DemoPaths(Path(root) if root is not None else project_path(DEMO_DIR))
 
 
 def digits(part: str) -> tuple[np.ndarray, np.ndarray]:
