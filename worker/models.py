@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from worker import acceleration
+from worker import acceleration, lora_rows
 from worker.adapters import (
     BASE_GROUP,
     PRELOAD_ALL_LIMIT,
@@ -68,6 +68,7 @@ class ModelHost:
         self._lingering: list[str] = []  # no longer served, still attached: peft needs one adapter
         self._device = ""
         self._precision: Any = contextlib.nullcontext  # the forward's autocast, chosen once by load_model
+        self.mix_path = ""  # how the last mixed batch ran (lora_rows.PATH, or peft's loop and why)
 
     # -- setup ---------------------------------------------------------------
     def device(self) -> str:
@@ -340,6 +341,14 @@ class ModelHost:
             adapter = adapter[0]
         run = self.task.embed if op == "embed" else self.task.forward
         with self.lock, self._precision():
+            if isinstance(adapter, list) and not self.merged:
+                try:  # one pass per layer (worker/lora_rows.py); the model's active adapter stays as it is
+                    with lora_rows.one_adapter_per_row(self.model, adapter):
+                        outputs = run(self.model, inputs, self.model.active_adapter)
+                    self.mix_path = lora_rows.PATH
+                    return outputs
+                except lora_rows.Unsupported as exc:
+                    self.mix_path = f"{lora_rows.FALLBACK}: {exc}"
             return run(self.model, inputs, None if self.merged else adapter)
 
     def embed_texts(self, texts: list[str], adapter: str | None) -> Any:
@@ -380,7 +389,7 @@ class ModelHost:
             {"modules_to_save": list(layout[0]), "dora": layout[1], "mixed": mixes, **({"reason": why} if why else {})}
             for layout, (mixes, why) in self._layouts.items()
         ]
-        return {"enabled": True, "reason": None, "layouts": layouts}
+        return {"enabled": True, "reason": None, "layouts": layouts, "path": self.mix_path or None}
 
     def release_cuda_cache(self) -> None:
         """Return cached CUDA blocks to the driver once they pass the configured limit."""
