@@ -12,7 +12,7 @@ from fixtures.fake_runpod import API_KEY, ENDPOINT, FakeRunPod, serve
 
 from fastbackend.cli import main
 from fastbackend.client import ApiClient, ClientError, Mode, PayloadTooLarge, Target, check_request_size, encode_job
-from fastbackend.display import ProgressLine, prediction_table
+from fastbackend.display import ProgressLine, answer_table
 from worker.config import RUN_LIMIT_BYTES, RUNSYNC_LIMIT_BYTES
 
 _OVERHEAD = len(encode_job({"input": {"images": ""}}))
@@ -195,7 +195,7 @@ def test_progress_redraws_one_line_on_a_terminal_and_logs_only_changes_elsewhere
     assert tty.getvalue().count("\r") == 4 and tty.getvalue().endswith("\n")
 
 
-def test_prediction_table_has_a_row_per_image_and_a_summary():
+def test_answer_table_has_a_row_per_image_and_a_summary():
     output = {
         "adapter": None,
         "timings": {"total_ms": 3.25},
@@ -204,7 +204,7 @@ def test_prediction_table_has_a_row_per_image_and_a_summary():
             {"label": "1", "score": 0.5, "top_k": [{"label": "1", "score": 0.5}]},
         ],
     }
-    lines = prediction_table(["a.png", "dir/b.png"], output).splitlines()
+    lines = answer_table(["a.png", "dir/b.png"], output).splitlines()
     assert lines[0].split() == ["image", "label", "score", "top-k"] and set(lines[1]) <= {"-", " "}
     assert lines[2].split()[:3] == ["a.png", "6", "0.988"] and lines[2].endswith("6 0.988, 5 0.010")
     assert lines[3].split()[:3] == ["dir/b.png", "1", "0.500"]

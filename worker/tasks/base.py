@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from worker.contract import NotebookFunctions
-from worker.schema import PredictInput
+from worker.schema import EmbedInput, PredictInput
 
 Arrays = dict[str, np.ndarray]  # named batch-first arrays: every value's first axis is the image
 
@@ -57,6 +57,7 @@ class Task:
 
     name: ClassVar[str]  # transformers' pipeline task name, e.g. "image-classification"
     request: ClassVar[type[PredictInput]] = PredictInput  # predict's request: the shared images input + own fields
+    embed_request: ClassVar[type[EmbedInput]] = EmbedInput  # the `embed` op's request (zero-shot adds texts)
     # transformers' auto-mapping (transformers.models.auto.modeling_auto) whose architectures this task serves
     mapping: ClassVar[str]
     output_advice: ClassVar[str] = "ask for less"  # what OUTPUT_TOO_LARGE suggests besides fewer images

@@ -1,0 +1,1 @@
+"""Training and evaluation tools per task, imported by the task notebooks (notebooks/<task>/)."""
