@@ -96,6 +96,7 @@ class Task:
 
     def __init__(self, fns: NotebookFunctions) -> None:
         self.fns = fns
+        self.config: Any = None  # the WorkerConfig, set by the host before setup (for a task's own settings)
         self.processor: Any = None  # the resolved image processor (load_processor)
         self.transform: Any = None
         self.labels: list[str] = []  # the model's labels, where it has any (load_model)
