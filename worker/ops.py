@@ -43,13 +43,44 @@ def _upright(header_size: tuple[int, int], decoded: tuple[int, int]) -> tuple[in
     return (width, height) if turned else (height, width)
 
 
+def shape_groups(rows: list[Arrays]) -> list[tuple[list[int], Arrays]]:
+    """Per-image inputs stacked into one batch per input shape, in first-seen order, each with its
+    images' indices: images a task resizes to their own shape (a detector's) are never padded together."""
+    groups: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(tuple((name, array.shape[1:]) for name, array in row.items()), []).append(index)
+    stacked = []
+    for indices in groups.values():
+        one = rows[indices[0]]
+        batch = one if len(indices) == 1 else {k: np.concatenate([rows[i][k] for i in indices]) for k in one}
+        stacked.append((indices, batch))
+    return stacked
+
+
+def forward_groups(
+    worker: Worker, groups: list[tuple[list[int], Arrays]], key: str | None, op: str, mix: str | None = None
+) -> Arrays:
+    """One forward per shape group (one in all for a job of one shape), outputs back in image order."""
+    if len(groups) == 1:
+        return worker.forward(groups[0][1], key, op, mix)
+    count = sum(len(indices) for indices, _ in groups)
+    outputs: Arrays = {}
+    for indices, inputs in groups:
+        for name, array in worker.forward(inputs, key, op, mix).items():
+            if name not in outputs:
+                outputs[name] = np.empty((count, *array.shape[1:]), array.dtype)
+            outputs[name][indices] = array
+    return outputs
+
+
 def decode_and_preprocess(
     worker: Worker,
     request: ImagesInput | PreprocessInput,
     headers_read: Callable[[list[tuple[int, int]]], None] | None = None,
-) -> tuple[Arrays, list[ImageMeta], dict[str, float]]:
+) -> tuple[list[tuple[list[int], Arrays]], list[ImageMeta], dict[str, float]]:
     """Decode and preprocess the request's images through the task's `preprocess`; returns the
-    model inputs (named batch-first arrays), each image's metadata, and timings.
+    model inputs (`shape_groups`: named batch-first arrays per input shape, one group when every
+    image preprocesses to one shape), each image's metadata, and timings.
 
     Every header is checked (caps, then the job's pixel budget, then the worker's) before any
     image is decoded; `headers_read` then sees each image's (height, width) from its header (EXIF
@@ -117,8 +148,7 @@ def decode_and_preprocess(
         finally:
             for future in futures or []:  # a failed image fails the job: drop the work not started yet
                 future.cancel()
-    first = done[0][0]
-    inputs = {k: np.concatenate([row[k] for row, *_ in done]) for k in first} if len(done) > 1 else first
+    inputs = shape_groups([row for row, *_ in done])
     # Per-image times summed (the work, not the wall time: images overlap; total_ms is the wall).
     decode_s += sum(d for *_, d, _ in done)
     preprocess_s += sum(p for *_, p in done)
@@ -139,7 +169,7 @@ def predict(worker: Worker, request: PredictInput) -> dict[str, Any]:
     start = time.perf_counter()
     with host.serving(request.adapter) as (key, group):  # loads here, in this job's thread
         loaded = time.perf_counter()
-        outputs = worker.forward(inputs, key, "predict", group)
+        outputs = forward_groups(worker, inputs, key, "predict", group)
         forwarded = time.perf_counter()
         # The answer through the same loaded version, still held (zero-shot runs its text tower here):
         # the task sees peft's key for it, which changes when the folder is rewritten.
@@ -164,7 +194,7 @@ def embed(worker: Worker, request: EmbedInput) -> dict[str, Any]:
     start = time.perf_counter()
     with host.serving(request.adapter) as (key, _):  # embed batches per adapter (a group of its own)
         loaded = time.perf_counter()
-        outputs = worker.forward(inputs, key, "embed")
+        outputs = forward_groups(worker, inputs, key, "embed")
     timings["adapter_ms"] = round((loaded - start) * 1000, 3)
     timings["forward_ms"] = ms_since(loaded)
     return {
@@ -175,10 +205,12 @@ def embed(worker: Worker, request: EmbedInput) -> dict[str, Any]:
 
 
 def preprocess(worker: Worker, request: PreprocessInput) -> dict[str, Any]:
-    inputs, _, timings = decode_and_preprocess(worker, request)
-    pixels = inputs["pixel_values"]
+    groups, _, timings = decode_and_preprocess(worker, request)
+    arrays = [inputs["pixel_values"] for _, inputs in groups]
+    pixels = np.concatenate([a.ravel() for a in arrays]) if len(arrays) > 1 else arrays[0]
     result: dict[str, Any] = {
-        "shape": list(pixels.shape),
+        # one shape for the job; a shape per group where images preprocess to their own (a detector's)
+        "shape": list(arrays[0].shape) if len(arrays) == 1 else [list(a.shape) for a in arrays],
         "dtype": str(pixels.dtype),
         "min": float(pixels.min()),
         "max": float(pixels.max()),
@@ -186,7 +218,7 @@ def preprocess(worker: Worker, request: PreprocessInput) -> dict[str, Any]:
         "timings": timings,
     }
     if request.return_pixels:
-        result["pixels"] = pixels.tolist()
+        result["pixels"] = arrays[0].tolist() if len(arrays) == 1 else [a.tolist() for a in arrays]
     return result
 
 
