@@ -1,6 +1,6 @@
 """Contrastive LoRA training of CLIP-family models (fastbackend/training/zero_shot.py) through the
 project's one training loop: the loss is the model's own, and a resumed run ends bit-identical to an
-uninterrupted one (tiny random CLIP from tests/fixtures/clip_models.py, 64 inverted digits)."""
+uninterrupted one (tiny random CLIP from tests/fixtures/clip_models.py, 48 inverted digits)."""
 
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(bases, tmp_path)
     base = bases["clip"]
     prep = read_preprocess_config(base)
     images, labels = load_digit_task("inverted", "train")
-    train, val = (list(images[:64]), labels[:64]), (list(images[64:96]), labels[64:96])
-    settings = TrainSettings(epochs=3, lr=1e-2, batch_size=32, seed=3, augment=False, schedule="cosine")
+    train, val = (list(images[:48]), labels[:48]), (list(images[48:64]), labels[48:64])
+    settings = TrainSettings(epochs=2, lr=1e-2, batch_size=16, seed=3, augment=False, schedule="cosine")
 
     def run(folder, resume=False, stop_after=None):
         def on_epoch(row):
