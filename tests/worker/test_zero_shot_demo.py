@@ -31,7 +31,7 @@ def demo(root, tmp_path_factory):
         "FASTBACKEND_ADAPTERS_DIR": str(work / "models" / "adapters"),
     }
     with serve_api(root, env=env, log_file=work / "api.log") as api:
-        yield api, built.metrics
+        yield api, built.metrics, work / "models"
 
 
 def png_b64(image: np.ndarray) -> str:
@@ -53,7 +53,7 @@ def served_accuracy(api, task: str, adapter: str | None = None) -> float:
 
 
 def test_the_demo_through_the_local_api(demo):
-    api, metrics = demo
+    api, metrics, _ = demo
     table = {
         "digits/base": served_accuracy(api, "digits"),
         "inverted/base": served_accuracy(api, "inverted"),
@@ -64,3 +64,29 @@ def test_the_demo_through_the_local_api(demo):
     # the notebook's own table (scored in-process) is the served one
     assert abs(table["digits/base"] - metrics["base_accuracy"]) < 0.01
     assert abs(table["inverted/adapter"] - metrics["inverted/adapter_accuracy"]) < 0.01
+
+
+def test_the_train_pipeline_on_the_demo_base(root, demo, tmp_path):
+    """zero-shot-train (03 then 02 on the validation split 03 wrote) on an image folder of inverted
+    digits: the stamped adapter, and 02 scoring the very images 03 validated on."""
+    import json
+
+    from exported.demo_models import write_digit_folder
+    from fastbackend.pipeline.runner import run_pipeline
+    from fastbackend.training.zero_shot import TASK
+
+    folder = write_digit_folder("inverted", "test", tmp_path / "data")
+    run = run_pipeline(
+        "zero-shot-train",
+        pipelines_file=root / "pipelines.yaml",
+        parameters={"dataset": str(folder), "base_model": str(demo[2] / "base"), "class_names": list(CLASS_NAMES)},
+        runs_dir=tmp_path / "runs",
+        progress=False,
+    )
+    assert run.ok, [r.failure.describe() for r in run.results if r.failure]
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    print(json.dumps(metrics, sort_keys=True))
+    assert metrics[f"{folder.name}/accuracy"] == metrics["val_accuracy"]  # 02 scored 03's validation split
+    assert metrics[f"{folder.name}/accuracy"] > metrics["base/accuracy"] + 0.2
+    meta = json.loads((run.run_dir / "adapters" / folder.name / "fastbackend.json").read_text())
+    assert meta["task"] == TASK and meta["base_fingerprint"] and meta["class_names"] == list(CLASS_NAMES)
