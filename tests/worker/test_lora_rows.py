@@ -74,7 +74,7 @@ def test_every_adapter_shape_in_one_batch_equals_each_alone(vit):
     c = host.preprocess_config
     pixels = np.random.default_rng(0).standard_normal((len(rows), c.num_channels, c.height, c.width))
     pixels = pixels.astype(np.float32)
-    mixed = host.forward({"pixel_values": pixels}, [keys.get(r) for r in rows])["logits"]
+    mixed = host.run_batch({"pixel_values": pixels}, [keys.get(r) for r in rows])["logits"]
     assert host.mix_path == lora_rows.PATH, host.mix_path
     for i, name in enumerate(rows):
         expected = alone(base_dir, adapters / name if name else None, pixels[i : i + 1])
