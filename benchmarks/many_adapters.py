@@ -85,7 +85,7 @@ async def drive(worker: Any, jobs: list[dict]) -> float:
 
 
 def measure(base: Path, adapters_dir: Path, names: list[str], images: list[str], counts, jobs: int, repeats: int):
-    """{(count, popularity, mode): best jobs/s}, and the mixed worker's cache state."""
+    """{(count, popularity, mode): best jobs/s}, and the mixed worker."""
     workers = {mode: make_worker(base, adapters_dir, mix) for mode, mix in MODES.items()}
     rows = [(c, kind) for c in counts for kind in (("round-robin", "zipf") if c > 1 else ("round-robin",))]
     work = {
@@ -105,10 +105,57 @@ def measure(base: Path, adapters_dir: Path, names: list[str], images: list[str],
                 asyncio.run(drive(worker, row_jobs[: max(8, len(row_jobs) // 10)]))  # warm: this row's shapes
                 rate = asyncio.run(drive(worker, row_jobs))
                 rates[count, kind, mode] = max(rate, rates.get((count, kind, mode), 0.0))
-    return rates, workers["mixed"].host.cache_state()
+    return rates, workers["mixed"]
 
 
-def report(label: str, jobs: int, rates: dict, cache: dict) -> tuple[str, dict]:
+def forward_costs(worker: Any, names: list[str], sizes: tuple[int, ...], repeats: int) -> tuple[str, list]:
+    """CPU ms of one forward of n rows (random pixels): one adapter for all rows, n adapters through
+    the worker's batched mixed forward (`ModelHost.run_batch`), n adapters through peft's
+    `adapter_names` (the notebook's `predict_logits`, which the batched path stands in for). CPU
+    time, so other processes on the machine disturb it less than they disturb jobs/s."""
+    host = worker.host
+    keys = []
+    for name in names:
+        with host.serving(name) as (key, _):
+            keys.append(key)
+    c = host.preprocess_config
+
+    def peft_loop(pixels: dict, mixed: list) -> None:
+        with host.lock:
+            host.task.forward(host.model, pixels, mixed)
+
+    rows, record = [], []
+    for n in sizes:
+        pixels = {"pixel_values": np.random.default_rng(0).standard_normal((n, c.num_channels, c.height, c.width))}
+        pixels["pixel_values"] = pixels["pixel_values"].astype(np.float32)
+        mixed = [keys[i % len(keys)] for i in range(n)]
+
+        runs = {"one": (host.run_batch, keys[0]), "batched": (host.run_batch, mixed), "peft": (peft_loop, mixed)}
+        best = {label: float("inf") for label in runs}
+        for _ in range(repeats):
+            for label, (run, adapter) in runs.items():  # interleaved: machine noise hits all alike
+                begin = time.process_time()
+                run(pixels, adapter)
+                best[label] = min(best[label], (time.process_time() - begin) * 1000)
+        distinct = len(set(mixed))
+        rows.append(
+            (
+                n,
+                distinct,
+                f"{best['one']:.1f}",
+                f"{best['batched']:.1f}",
+                f"{best['batched'] / best['one']:.2f}x",
+                f"{best['peft']:.1f}",
+                f"{best['peft'] / best['one']:.2f}x",
+            )
+        )
+        record.append({"rows": n, "adapters": distinct, **{k: round(v, 2) for k, v in best.items()}})
+    header = ["rows", "adapters", "one adapter ms", "batched ms", "vs one", "peft adapter_names ms", "vs one"]
+    return table("CPU ms per forward, best of the repeats", header, rows), record
+
+
+def report(label: str, jobs: int, rates: dict, mixed: Any) -> tuple[str, dict]:
+    cache = mixed.host.cache_state()
     one = rates[1, "round-robin", "mixed"]
     rows, record = [], {"jobs": jobs, "one_adapter_jobs_per_s": round(one, 1), "rows": []}
     for (count, kind, mode), rate in rates.items():
@@ -171,7 +218,7 @@ def setup_times(work: Path, source: Path, names: list[str], folders: int, models
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs per demo-model row (0: skip that model)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--base-jobs", type=int, default=32, help="jobs per ViT-base row (0: skip that model)")
     parser.add_argument("--base-repeats", type=int, default=1, help="repeats of the ViT-base rows")
@@ -184,11 +231,12 @@ def main() -> None:
     record: dict[str, Any] = {}
     try:
         names = distinct_adapters(models / "adapters" / "inverted", work / "adapters", max(COUNTS))
-        rates, cache = measure(
-            models / "base", work / "adapters", names, demo_images(), COUNTS, args.jobs, args.repeats
-        )
-        text, record["demo"] = report("demo model", args.jobs, rates, cache)
-        print(text + "\n")
+        if args.jobs:
+            images = demo_images()
+            rates, mixed = measure(models / "base", work / "adapters", names, images, COUNTS, args.jobs, args.repeats)
+            text, record["demo"] = report("demo model", args.jobs, rates, mixed)
+            costs, record["demo"]["forward_cpu_ms"] = forward_costs(mixed, names, (8, 32, 64), 20)
+            print(f"{text}\n\n{costs.replace('forward', 'demo-model forward', 1)}\n", flush=True)
         if args.base_jobs:
             from benchmarks.realdata import encoded_photos, model_dir
 
@@ -196,11 +244,12 @@ def main() -> None:
             source = vit_base_adapter(vit, work / "vit-source")
             vit_names = distinct_adapters(source, work / "vit-adapters", max(BASE_COUNTS))
             photos = encoded_photos(1, 8)
-            rates, cache = measure(
+            rates, mixed = measure(
                 vit, work / "vit-adapters", vit_names, photos, BASE_COUNTS, args.base_jobs, args.base_repeats
             )
-            text, record["vit_base"] = report("ViT-base-sized (1 MP JPEGs)", args.base_jobs, rates, cache)
-            print(text + "\n")
+            text, record["vit_base"] = report("ViT-base-sized (1 MP JPEGs)", args.base_jobs, rates, mixed)
+            costs, record["vit_base"]["forward_cpu_ms"] = forward_costs(mixed, vit_names, (16,), 2)
+            print(f"{text}\n\n{costs.replace('forward', 'ViT-base forward', 1)}\n", flush=True)
         setups = setup_times(work, work / "adapters", names, args.setup_folders, models)
         print(
             f"setup with 4 adapters and {args.setup_folders} other folders: {setups['crowded']:.2f} s; "
