@@ -327,6 +327,8 @@ class ModelHost:
         """Detach versions nobody uses any more. Takes the model lock: never call it holding `_state`
         (a load holds the model lock, then takes `_state`). peft cannot hold zero adapters (its
         base-only forward then fails): the last one stays attached until another is loaded."""
+        if not entries and not self._lingering:  # the common case: no wait for the forward in progress
+            return
         with self.lock:
             for key in [e.key for e in entries] + self._lingering:
                 if key not in self._attached:

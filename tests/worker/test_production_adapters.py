@@ -4,8 +4,8 @@ with jobs spread over many adapters (and the base) in one burst, through a small
 Every job is answered exactly once, none is lost, and each answer equals its adapter's answer alone
 (an in-process worker with concurrency 1: no batching, no mixing) within 1e-5; jobs naming an adapter
 that is not on the volume answer UNKNOWN_ADAPTER. The adapters differ (test_many_adapters'
-`distinct_adapters`), so a job answered by another adapter would show. `make test` runs 160 jobs
-over 40 adapters with a cache of about 8 (loads and evictions while jobs share forwards); `make
+`distinct_adapters`), so a job answered by another adapter would show. `make test` runs 120 jobs
+over 30 adapters with a cache of about 6 (loads and evictions while jobs share forwards); `make
 test-full` runs the issue's 1,000 jobs over 200 adapters with a 50 MB cache.
 """
 
@@ -28,7 +28,7 @@ MISSING = "not-on-the-volume"
 
 @pytest.mark.parametrize(
     ("jobs", "adapters", "cache_adapters"),
-    [(160, 40, 8), pytest.param(1000, 200, None, marks=pytest.mark.full)],
+    [(120, 30, 6), pytest.param(1000, 200, None, marks=pytest.mark.full)],
     ids=["small-cache", "issue-size"],
 )
 def test_mixed_adapter_traffic_is_answered_once_each_by_its_own_adapter(
