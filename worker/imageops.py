@@ -52,6 +52,23 @@ def _upright(header_size: tuple[int, int], decoded: tuple[int, int]) -> tuple[in
     return (width, height) if turned else (height, width)
 
 
+ShapeGroups = list[tuple[list[int], Arrays]]
+
+
+def shape_groups(rows: list[Arrays]) -> ShapeGroups:
+    """Per-image inputs stacked into one batch per input shape, in first-seen order, each with its
+    images' indices: images a task resizes to their own shape (a detector's) are never padded together."""
+    groups: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(tuple((name, array.shape[1:]) for name, array in row.items()), []).append(index)
+    stacked = []
+    for indices in groups.values():
+        one = rows[indices[0]]
+        batch = one if len(indices) == 1 else {k: np.concatenate([rows[i][k] for i in indices]) for k in one}
+        stacked.append((indices, batch))
+    return stacked
+
+
 class ImageOps:
     """predict, embed and preprocess over the served model (`host`), its task and the shared budgets."""
 
@@ -122,10 +139,12 @@ class ImageOps:
 
     def preprocess(self, request: PreprocessInput) -> dict[str, Any]:
         """The model inputs the served task makes of the images, summarised (or whole: return_pixels)."""
-        inputs, _, timings = self.model_inputs(request)
-        pixels = inputs["pixel_values"]
+        groups, _, timings = self.model_inputs(request)
+        arrays = [inputs["pixel_values"] for _, inputs in groups]
+        pixels = np.concatenate([a.ravel() for a in arrays]) if len(arrays) > 1 else arrays[0]
         result: dict[str, Any] = {
-            "shape": list(pixels.shape),
+            # one shape for the job; a shape per group where images preprocess to their own (a detector's)
+            "shape": list(arrays[0].shape) if len(arrays) == 1 else [list(a.shape) for a in arrays],
             "dtype": str(pixels.dtype),
             "min": float(pixels.min()),
             "max": float(pixels.max()),
@@ -133,24 +152,39 @@ class ImageOps:
             "timings": timings,
         }
         if request.return_pixels:
-            result["pixels"] = pixels.tolist()
+            result["pixels"] = arrays[0].tolist() if len(arrays) == 1 else [a.tolist() for a in arrays]
         return result
 
     # -- the steps -----------------------------------------------------------
-    def _outputs(self, inputs: Arrays, key: str | None, op: str, group: str | None = None) -> Arrays:
-        """This job's outputs for `op` through a loaded adapter key: in a micro-batch with other jobs of
-        the same mix `group` when jobs overlap, else the served model's forward alone."""
-        if self.batcher is None:
-            return self.host.run_batch(inputs, key, op)
-        return self.batcher.outputs(inputs, key, op, group)
+    def _outputs(self, groups: ShapeGroups, key: str | None, op: str, group: str | None = None) -> Arrays:
+        """This job's outputs for `op` through a loaded adapter key, in image order: per input shape
+        (one for most tasks), in a micro-batch with other jobs of the same mix `group` when jobs
+        overlap, else the served model's forward alone."""
+
+        def run(inputs: Arrays) -> Arrays:
+            if self.batcher is None:
+                return self.host.run_batch(inputs, key, op)
+            return self.batcher.outputs(inputs, key, op, group)
+
+        if len(groups) == 1:
+            return run(groups[0][1])
+        count = sum(len(indices) for indices, _ in groups)
+        outputs: Arrays = {}
+        for indices, inputs in groups:
+            for name, array in run(inputs).items():
+                if name not in outputs:
+                    outputs[name] = np.empty((count, *array.shape[1:]), array.dtype)
+                outputs[name][indices] = array
+        return outputs
 
     def model_inputs(
         self,
         request: ImagesInput | PreprocessInput,
         headers_read: Callable[[list[tuple[int, int]]], None] | None = None,
-    ) -> tuple[Arrays, list[ImageMeta], dict[str, float]]:
+    ) -> tuple[ShapeGroups, list[ImageMeta], dict[str, float]]:
         """Decode and preprocess the request's images through the task's `preprocess`; returns the
-        model inputs (named batch-first arrays), each image's metadata, and timings.
+        model inputs (`shape_groups`: named batch-first arrays per input shape, one group when every
+        image preprocesses to one shape), each image's metadata, and timings.
 
         Every header is checked (caps, then the job's pixel budget, then the worker's) before any
         image is decoded; `headers_read` then sees each image's (height, width) from its header (EXIF
@@ -218,8 +252,7 @@ class ImageOps:
             finally:
                 for future in futures or []:  # a failed image fails the job: drop the work not started yet
                     future.cancel()
-        first = done[0][0]
-        inputs = {k: np.concatenate([row[k] for row, *_ in done]) for k in first} if len(done) > 1 else first
+        inputs = shape_groups([row for row, *_ in done])
         # Per-image times summed (the work, not the wall time: images overlap; total_ms is the wall).
         decode_s += sum(d for *_, d, _ in done)
         preprocess_s += sum(p for *_, p in done)

@@ -138,47 +138,78 @@ def check_job_pixels(pixels: int, limit: int) -> None:
         )
 
 
-class PixelBudget:
-    """Pixels reserved by the jobs decoding in this worker; over the budget, a job waits for room up
-    to `wait_s` (without its CPU slot), then is refused."""
+class Room:
+    """A worker-wide amount the jobs in flight hold (pixels, bytes, jobs and images). Over its cap a
+    job waits for room up to `wait_s`, without its CPU slot, then is refused RATE_LIMITED: on RunPod
+    a job already taken from the queue and refused is a FAILED job, so a valid one waits instead."""
 
-    def __init__(self, limit: int, wait_s: float = 0.0) -> None:
-        self.limit, self.wait_s = limit, wait_s
-        self.in_use = 0
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
         self._room = threading.Condition()
 
-    def _enter(self, pixels: int) -> bool:
-        if self.in_use + pixels > self.limit:
+    def _fits(self, amount: int) -> bool:  # each room's own
+        raise NotImplementedError
+
+    def _count(self, amount: int, sign: int) -> None:  # each room's own
+        raise NotImplementedError
+
+    def _busy(self, amount: int) -> str:  # each room's own: the RATE_LIMITED message
+        raise NotImplementedError
+
+    def _enter(self, amount: int) -> bool:
+        if not self._fits(amount):
             return False
-        self.in_use += pixels
+        self._count(amount, 1)
         return True
 
-    @contextlib.contextmanager
-    def reserve(self, pixels: int) -> Iterator[None]:
-        """Hold `pixels` for the duration of the block.
-
-        Raises:
-            WorkerError: RATE_LIMITED when the jobs in flight hold too much for longer than `wait_s`
-                (a job on its own always fits: the config refuses a per-worker budget under the
-                per-job one).
-        """
+    def take(self, amount: int) -> None:
+        """Hold `amount` until `give_back`. Raises WorkerError RATE_LIMITED after `wait_s` without room."""
         with self._room:
-            admitted = self._enter(pixels)
+            admitted = self._enter(amount)
         if not admitted and self.wait_s > 0:
-            with off_cpu(), self._room:
-                admitted = self._room.wait_for(lambda: self._enter(pixels), timeout=self.wait_s)
+            with off_cpu(), self._room:  # the slot is taken back after the lock is let go
+                admitted = self._room.wait_for(lambda: self._enter(amount), timeout=self.wait_s)
         if not admitted:
-            raise WorkerError(
-                ErrorCode.RATE_LIMITED,
-                f"worker busy decoding ({self.in_use:,} of {self.limit:,} pixels in flight, this job "
-                f"needs {pixels:,}; waited {self.wait_s:g} s, {ENV_VARS['max_admission_wait_ms']}); retry shortly",
-            )
+            raise WorkerError(ErrorCode.RATE_LIMITED, self._busy(amount))
+
+    def give_back(self, amount: int) -> None:
+        with self._room:
+            self._count(amount, -1)
+            self._room.notify_all()
+
+    @contextlib.contextmanager
+    def holding(self, amount: int) -> Iterator[None]:
+        """`take` for the duration of the block."""
+        self.take(amount)
         try:
             yield
         finally:
-            with self._room:
-                self.in_use -= pixels
-                self._room.notify_all()
+            self.give_back(amount)
+
+
+class PixelBudget(Room):
+    """Pixels reserved by the jobs decoding in this worker (a job on its own always fits: the config
+    refuses a per-worker budget under the per-job one)."""
+
+    def __init__(self, limit: int, wait_s: float = 0.0) -> None:
+        super().__init__(wait_s)
+        self.limit, self.in_use = limit, 0
+
+    def _fits(self, pixels: int) -> bool:
+        return self.in_use + pixels <= self.limit
+
+    def _count(self, pixels: int, sign: int) -> None:
+        self.in_use += sign * pixels
+
+    def _busy(self, pixels: int) -> str:
+        return (
+            f"worker busy decoding ({self.in_use:,} of {self.limit:,} pixels in flight, this job "
+            f"needs {pixels:,}; waited {self.wait_s:g} s, {ENV_VARS['max_admission_wait_ms']}); retry shortly"
+        )
+
+    def reserve(self, pixels: int) -> contextlib.AbstractContextManager[None]:
+        """Hold `pixels` for the duration of the block (RATE_LIMITED after `wait_s` without room)."""
+        return self.holding(pixels)
 
     def state(self) -> dict[str, int]:
         return {"pixels_in_flight": self.in_use, "max_worker_pixels": self.limit}
@@ -202,82 +233,58 @@ class Deadline:
             )
 
 
-class SourceBytes:
+class SourceBytes(Room):
     """Bytes of url/path images the jobs in this worker may hold (base64 is bounded by the payload
     limit). A job reserves, before its first read, the most its items can bring (each at most the
     image byte cap, all at most the job's budget), all at once: a job never holds some and waits
-    for more, so jobs cannot wait on each other. Over the budget it waits for room up to `wait_s`
-    (without its CPU slot), then is refused."""
+    for more, so jobs cannot wait on each other."""
 
     def __init__(self, limit: int, wait_s: float = 0.0) -> None:
-        self.limit, self.wait_s = limit, wait_s
-        self.in_use = 0
-        self._room = threading.Condition()
+        super().__init__(wait_s)
+        self.limit, self.in_use = limit, 0
 
-    def _enter(self, size: int) -> bool:
-        if self.in_use + size > self.limit:
-            return False
-        self.in_use += size
-        return True
+    def _fits(self, size: int) -> bool:
+        return self.in_use + size <= self.limit
+
+    def _count(self, size: int, sign: int) -> None:
+        self.in_use += sign * size
+
+    def _busy(self, size: int) -> str:
+        return (
+            f"worker busy reading images ({self.in_use:,} of {self.limit:,} url/path bytes reserved by the "
+            f"jobs in flight, {ENV_VARS['max_worker_source_bytes']}; this job needs {size:,}; waited "
+            f"{self.wait_s:g} s); retry shortly"
+        )
 
     def reserve(self, size: int) -> None:
         """Hold `size` bytes until give_back. Raises WorkerError RATE_LIMITED after `wait_s`."""
-        with self._room:
-            admitted = self._enter(size)
-        if not admitted and self.wait_s > 0:
-            with off_cpu(), self._room:
-                admitted = self._room.wait_for(lambda: self._enter(size), timeout=self.wait_s)
-        if not admitted:
-            raise WorkerError(
-                ErrorCode.RATE_LIMITED,
-                f"worker busy reading images ({self.in_use:,} of {self.limit:,} url/path bytes reserved by the "
-                f"jobs in flight, {ENV_VARS['max_worker_source_bytes']}; this job needs {size:,}; waited "
-                f"{self.wait_s:g} s); retry shortly",
-            )
-
-    def give_back(self, size: int) -> None:
-        with self._room:
-            self.in_use -= size
-            self._room.notify_all()
+        self.take(size)
 
     def state(self) -> dict[str, int]:
         return {"source_bytes_in_flight": self.in_use, "max_worker_source_bytes": self.limit}
 
 
-class Admission:
-    """Caps jobs in flight and images queued in this worker. A job over a cap waits for room, up to
-    `wait_s` (without its CPU slot), then is refused: on RunPod a job already taken from the queue
-    and refused is a FAILED job, so a valid one waits instead."""
+class Admission(Room):
+    """Caps jobs in flight and images queued in this worker."""
 
     def __init__(self, max_jobs: int, max_images: int, wait_s: float = 0.0) -> None:
-        self.max_jobs, self.max_images, self.wait_s = max_jobs, max_images, wait_s
+        super().__init__(wait_s)
+        self.max_jobs, self.max_images = max_jobs, max_images
         self.jobs = self.images = 0
-        self._room = threading.Condition()
 
-    def _enter(self, images: int) -> bool:
-        if self.jobs >= self.max_jobs or self.images + images > self.max_images:
-            return False
-        self.jobs += 1
-        self.images += images
-        return True
+    def _fits(self, images: int) -> bool:
+        return self.jobs < self.max_jobs and self.images + images <= self.max_images
 
-    @contextlib.contextmanager
-    def admit(self, images: int) -> Iterator[None]:
-        with self._room:
-            admitted = self._enter(images)
-        if not admitted and self.wait_s > 0:
-            with off_cpu(), self._room:  # the slot is taken back after the lock is let go
-                admitted = self._room.wait_for(lambda: self._enter(images), timeout=self.wait_s)
-        if not admitted:
-            raise WorkerError(
-                ErrorCode.RATE_LIMITED,
-                f"worker busy ({self.jobs} jobs, {self.images} images in flight; caps {self.max_jobs} and "
-                f"{self.max_images}; waited {self.wait_s:g} s, {ENV_VARS['max_admission_wait_ms']}); retry shortly",
-            )
-        try:
-            yield
-        finally:
-            with self._room:
-                self.jobs -= 1
-                self.images -= images
-                self._room.notify_all()
+    def _count(self, images: int, sign: int) -> None:
+        self.jobs += sign
+        self.images += sign * images
+
+    def _busy(self, images: int) -> str:
+        return (
+            f"worker busy ({self.jobs} jobs, {self.images} images in flight; caps {self.max_jobs} and "
+            f"{self.max_images}; waited {self.wait_s:g} s, {ENV_VARS['max_admission_wait_ms']}); retry shortly"
+        )
+
+    def admit(self, images: int) -> contextlib.AbstractContextManager[None]:
+        """Hold one job and its `images` for the duration of the block (RATE_LIMITED after `wait_s`)."""
+        return self.holding(images)

@@ -91,9 +91,14 @@ class ModelHost:
         if not Path(self.config.adapters_dir).is_dir():
             log_event("adapters.no_folder", logging.WARNING, path=self.config.adapters_dir, note="base alone for now")
 
+    def _select_task(self, base: Path) -> Any:
+        task = select_task(base, self.config.task, self.fns)
+        task.config = self.config
+        return task
+
     def load_processor(self, base: Path) -> None:
         """The task serving the base (worker/tasks), then its processor."""
-        task = self.task = self.task or select_task(base, self.config.task, self.fns)
+        task = self.task = self.task or self._select_task(base)
         task.load_processor(base)
         if self.config.fast_decode == "on":  # decode reduced, never below twice what the model's resize makes
 
@@ -116,7 +121,7 @@ class ModelHost:
         return self.task.labels if self.task else []
 
     def load_model(self, base: Path) -> None:
-        task = self.task = self.task or select_task(base, self.config.task, self.fns)
+        task = self.task = self.task or self._select_task(base)
         self.model = task.load_model(base, device=self.device(), dtype=self.config.dtype)
         self.model = acceleration.prepare(self.model, channels_last=self.config.channels_last, device=self.device())
         self._precision = acceleration.precision(self.config.autocast, self.device())

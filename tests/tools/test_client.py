@@ -277,3 +277,18 @@ def test_the_api_key_is_not_sent_to_another_host_on_redirect():
     finally:
         server.shutdown()
     assert seen == {"/landed": None, "/landed-here": "Bearer secret"}
+
+
+def test_local_invoke_of_embed_and_of_a_task_field(local_api, tmp_path, capsys):
+    path = tmp_path / "six.png"
+    path.write_bytes(base64.b64decode(digit("digits", 0)[0]))
+    assert main(["invoke", str(path), "--local", local_api.url, "--op", "embed", "--normalize", "--json"]) == 0
+    output = json.loads(capsys.readouterr().out)
+    assert output["op"] == "embed" and output["normalized"] is True and len(output["embeddings"]) == 1
+    assert abs(sum(v * v for v in output["embeddings"][0]) - 1) < 1e-5
+    assert main(["invoke", str(path), "--local", local_api.url, "--op", "embed", "--encoding-format", "base64"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(str(path)))
+    assert row.split()[1:3] == [str(output["dimensions"]), "base64"]
+    # a field the served task (image-classification) does not take is refused, naming it
+    assert main(["invoke", str(path), "--local", local_api.url, "--threshold", "0.5"]) == 1
+    assert "INVALID_INPUT: unknown key 'threshold'" in capsys.readouterr().err
