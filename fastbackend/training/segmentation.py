@@ -76,6 +76,25 @@ def new_segformer(labels: Sequence[str], image_size: int, folder: str | Path, *,
     return model
 
 
+def start_at_class_prior(model, masks: Sequence[Any]) -> None:
+    """Set the classifier's bias to the log of each class's pixel share in `masks` (ignore index aside).
+
+    A segmenter from scratch otherwise spends its first thousand steps learning that most pixels
+    are background, and a large learning rate there can leave the decode head's ReLUs dead.
+    """
+    import numpy as np
+    import torch
+
+    classifier = model.decode_head.classifier
+    counts = np.zeros(classifier.out_channels, dtype=np.float64)
+    for mask in masks:
+        ids = np.asarray(mask).ravel()
+        counts += np.bincount(ids[ids < len(counts)], minlength=len(counts))
+    share = (counts + 1) / (counts.sum() + len(counts))  # +1: a class absent from the masks stays finite
+    with torch.no_grad():
+        classifier.bias.copy_(torch.log(torch.as_tensor(share, dtype=classifier.bias.dtype)))
+
+
 def new_lora_segmenter(
     base_dir: str | Path,
     *,
@@ -239,4 +258,5 @@ __all__ = [
     "fit_segmenter",
     "new_lora_segmenter",
     "new_segformer",
+    "start_at_class_prior",
 ]
