@@ -33,6 +33,8 @@ BENCHMARKS = {  # module: (full arguments, --quick arguments)
     "production": (["--jobs", "2000"], ["--jobs", "200"]),
     "batch": (["--images", "300"], ["--images", "40", "--cli-images", "2"]),
     "embed": (["--repeats", "3"], ["--quick"]),
+    "detection": (["--repeats", "5"], ["--quick"]),
+    "zero_shot": (["--repeats", "5"], ["--quick"]),
     "segmentation": (["--repeats", "3"], ["--repeats", "1"]),
 }
 

@@ -1,22 +1,32 @@
-"""Object detection: the worker's Detector vs transformers' object-detection pipeline, same model, same photos.
+"""Object detection: the worker vs transformers' object-detection pipeline, same model, same photos.
 
-    python -m benchmarks.detection [--repeats 5] [--arch detr]
+    python -m benchmarks.detection [--repeats 5] [--arch detr] [--quick]
 
 A tiny DETR-family detector of the tests (tests/fixtures/detection.py) with its processor at its
 class defaults (shortest edge 800, longest 1333: what real checkpoints ship) answers scikit-learn's
-two photos resized to about 1 MP (1224x816 and 816x1224 portrait, so a batch of 8 holds two
-shapes). Per job of 1 and 8 upright images: the pipeline (`pipe(images, threshold=0.5)`, one
-image per forward, as it runs) vs `Detector.detect` (same-shape micro-batches), the median of
-`--repeats`, with the ratio; and `Detector.forward` alone on the batch of 8, to show what the
-model costs against preprocessing and post-processing. Both answer identically (the parity tests).
+two photos at about 1 MP as JPEG (1224x816 and 816x1224 portrait, so a job of 8 holds two
+shapes). Per job of 1 and 8 images, the median of `--repeats`:
+
+- pipeline: `pipe(images, threshold=0.5)` on the decoded JPEGs (decoding counted), one image per
+  forward, as it runs;
+- handler: the generated handler's `Worker.handle` on a job of base64 JPEGs (decode, preprocess on
+  the image pool, same-shape micro-batches, post-processing, the JSON answer): what an endpoint does;
+- and at 8, `Detector.detect` on decoded images (no decoding, no job) and `Detector.forward` alone
+  on 8 preprocessed images of one shape: what the model itself costs.
+
+Both answer identically (tests/worker/test_detection_local_api.py). `--quick`: one repeat.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
+import logging
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny models live with the tests
@@ -26,12 +36,16 @@ from fixtures.detection import ARCHITECTURES, build  # noqa: E402
 from benchmarks.report import median_ms, save, table  # noqa: E402
 
 
-def _photos(count: int) -> list:
+def _jpegs(count: int) -> list[bytes]:
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
     china, flower = (Image.fromarray(a) for a in load_sample_images().images)
-    pair = [china.resize((1224, 816), Image.Resampling.BICUBIC), flower.resize((816, 1224), Image.Resampling.BICUBIC)]
+    pair = []
+    for image in (china.resize((1224, 816), Image.Resampling.BICUBIC), flower.resize((816, 1224), Image.BICUBIC)):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        pair.append(buffer.getvalue())
     return [pair[i % 2] for i in range(count)]
 
 
@@ -48,15 +62,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--arch", default="detr", choices=list(ARCHITECTURES))
+    parser.add_argument("--quick", action="store_true", help="one repeat: a smoke run")
     args = parser.parse_args()
+    repeats = 1 if args.quick else args.repeats
+    logging.disable(logging.INFO)
 
-    import torch
+    from PIL import Image
     from transformers import AutoImageProcessor, pipeline
 
+    from exported.handler import WORKER as GENERATED
+    from worker.config import WorkerConfig
     from worker.detection.detector import Detector, stack
     from worker.detection.processor import prepare
+    from worker.runtime import Worker
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         folder = build(args.arch, Path(tmp) / args.arch)
         processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
@@ -64,20 +83,32 @@ def main() -> None:
         processor.save_pretrained(folder)
         reference = pipeline("object-detection", model=str(folder))
         detector = Detector.load(folder)
-        rows = []
+        config = WorkerConfig(base_model=str(folder), adapters_dir=str(Path(tmp) / "no-adapters"), log_level="ERROR")
+        worker = Worker(GENERATED.functions).setup(replace(config, max_payload_bytes=20_000_000))
+        rows, record = [], {"arch": args.arch, "photos": "1 MP JPEG (landscape and portrait)"}
         for batch in (1, 8):
-            images = _photos(batch)
-            reference(images[:1])
-            detector.detect(images[:1])  # warm both
-            theirs = _median(lambda images=images: reference(images, threshold=0.5), args.repeats)
-            ours = _median(lambda images=images: detector.detect(images, threshold=0.5), args.repeats)
-            rows.append([batch, theirs, ours, round(theirs / ours, 2)])
-        landscape = [prepare(image, detector.processor) for image in _photos(8)[::2]] * 2
-        forward = _median(lambda: detector.forward(stack(landscape)), args.repeats)
-        rows.append(["8 (forward only)", "", forward, ""])
-    title = f"Object detection, {args.arch} (tiny), ~1 MP photos: ms per job (median of {args.repeats})"
-    print(table(title, ["images per job", "pipeline ms", "worker ms", "speed-up"], rows))
-    save("detection", {"arch": args.arch, "rows": rows})
+            jpegs = _jpegs(batch)
+            job = {"id": "bench", "input": {"images": [base64.b64encode(j).decode("ascii") for j in jpegs]}}
+
+            def by_pipeline(jpegs=jpegs):
+                reference([Image.open(io.BytesIO(j)).convert("RGB") for j in jpegs], threshold=0.5)
+
+            assert worker.handle(job)["status"] == "success"
+            by_pipeline()  # warm both
+            theirs = _median(by_pipeline, repeats)
+            ours = _median(lambda job=job: worker.handle(job), repeats)
+            rows.append([batch, "handler (base64 JPEG job)", ours, theirs, f"{theirs / ours:.2f}x"])
+            record[f"batch_{batch}"] = {"handler_ms": ours, "pipeline_ms": theirs, "speedup": round(theirs / ours, 3)}
+        images = [Image.open(io.BytesIO(j)).convert("RGB") for j in _jpegs(8)]
+        detect = _median(lambda: detector.detect(images, threshold=0.5), repeats)
+        landscape = stack([prepare(image, detector.processor) for image in images[::2]] * 2)
+        forward = _median(lambda: detector.forward(landscape), repeats)
+        rows.append([8, "Detector.detect (decoded, no job)", detect, "", ""])
+        rows.append([8, "Detector.forward only (8 of one shape)", forward, "", ""])
+        record["batch_8"].update(detect_ms=detect, forward_ms=forward)
+    title = f"Object detection, {args.arch} (tiny), ~1 MP JPEGs: ms per job (median of {repeats})"
+    print(table(title, ["images per job", "worker path", "worker ms", "pipeline ms", "speed-up"], rows))
+    save("detection", record)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ def add_batch_parser(sub) -> None:
         "manifest) into --out, one JSON line per image (a result or a coded failure). A rerun sends "
         "only the images not yet in --out. Exit status: 0 all scored, 1 some failed, 2 refused, 130 interrupted.",
     )
-    batch.add_argument("dataset", help="image folder or .csv/.jsonl manifest (path,label[,split])")
+    batch.add_argument(
+        "dataset", help="image folder, .csv/.jsonl manifest (path,label[,split]) or a COCO .json file (its images)"
+    )
     batch_where = batch.add_mutually_exclusive_group(required=True)
     batch_where.add_argument("--endpoint", metavar="ID", help="RunPod endpoint id (API key from $RUNPOD_API_KEY)")
     batch_where.add_argument("--local", metavar="URL", help="a running local API, e.g. http://127.0.0.1:8000")
@@ -32,6 +34,18 @@ def add_batch_parser(sub) -> None:
         "--op", choices=("predict", "embed"), default="predict", help="embed: one vector per image (default predict)"
     )
     batch.add_argument("--npy", metavar="FILE", help="with --op embed: also the vectors as one (N, D) float32 .npy")
+    batch.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="an object detector: keep detections scoring above T (sent instead of --top-k; the pipeline's 0.5)",
+    )
+    batch.add_argument("--max-detections", type=int, metavar="N", help="an object detector: at most N per image")
+    batch.add_argument(
+        "--coco-results",
+        metavar="FILE",
+        help="with a COCO .json dataset: also the detections as COCO results JSON (float boxes), for pycocotools",
+    )
     batch.add_argument("--split", help="only this split of a manifest")
     batch.add_argument(
         "--allow-outside",
@@ -66,6 +80,20 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     if args.npy and args.op != "embed":
         return _usage("--npy needs --op embed")
+    detecting = args.threshold is not None or args.max_detections is not None or args.coco_results
+    if detecting and args.op != "predict":
+        return _usage("--threshold, --max-detections and --coco-results are for predict on an object detector")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        return _usage("--threshold must be within [0, 1]")
+    if args.max_detections is not None and args.max_detections < 1:
+        return _usage("--max-detections must be >= 1")
+    detection = None
+    if detecting:
+        detection = {"threshold": 0.5 if args.threshold is None else args.threshold}
+        if args.max_detections is not None:
+            detection["max_detections"] = args.max_detections
+        if args.coco_results:
+            detection["float_boxes"] = True  # mAP wants the boxes unrounded
     if args.remote_root and not args.by_reference:
         return _usage("--remote-root needs --by-reference")
     if min(args.concurrency, args.batch_size, args.max_attempts, args.top_k) < 1:
@@ -80,6 +108,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             op=args.op,
             npy=Path(args.npy) if args.npy else None,
+            detection=detection,
+            coco_results=Path(args.coco_results) if args.coco_results else None,
             concurrency=args.concurrency,
             batch_size=args.batch_size,
             by_reference=args.by_reference,
@@ -92,7 +122,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             retry=RetryPolicy(max_attempts=args.max_attempts, job_timeout_s=args.job_timeout),
         )
         summary = run_batch(options)
-    except (ClientError, DatasetError, ResultsError) as exc:
+    except (ClientError, DatasetError, ResultsError, ValueError) as exc:
         print(f"error: {str(exc).replace('allow_outside=True', '--allow-outside')}", file=sys.stderr)
         return EXIT_REFUSED
     for line in summary.lines():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from fastbackend.batch.coco import coco_images, is_coco, write_coco_results
 from fastbackend.batch.plan import NOT_SENT, Item, failure, item_key, pack, plan_items
 from fastbackend.batch.results import ResultsFile, write_csv, write_npy
 from fastbackend.batch.runner import BatchAborted, Counters, JobRunner, RetryPolicy
@@ -38,6 +39,8 @@ class BatchOptions:
     top_k: int = 1
     op: str = "predict"  # or "embed": one vector per image (records' `embedding`)
     npy: Path | None = None  # with op embed: also the vectors as one (N, D) float32 .npy, in dataset order
+    detection: dict[str, Any] | None = None  # a detector's request fields (threshold, ...) instead of top_k
+    coco_results: Path | None = None  # a COCO dataset's detections as COCO results JSON, at the end
     concurrency: int = 4
     batch_size: int = 16
     by_reference: bool = False
@@ -115,23 +118,33 @@ def run_batch(
         DatasetError: the dataset cannot be read (nothing sent).
         KeyboardInterrupt is handled: the summary says `interrupted`.
     """
-    from worker.datasets import load_dataset, skipped_report
+    from worker.datasets import DatasetError, load_dataset, skipped_report
 
     err = err or sys.stderr
-    # Files are not opened here: one unreadable or non-image file becomes that file's coded
-    # failure in the results (FILE_UNREADABLE, or the worker's decode error), not a stopped batch.
-    dataset = load_dataset(options.dataset, split=options.split, check_files=False, allow_outside=options.allow_outside)
-    if dataset.skipped:
-        print(skipped_report(dataset), file=err)
     root = options.dataset if options.dataset.is_dir() else options.dataset.parent
+    coco_ids: dict[str, int] = {}
+    if is_coco(options.dataset):  # a COCO JSON file: its images, each with its id for --coco-results
+        files, coco_ids, categories = coco_images(options.dataset)
+        entries = [(file, "") for file in files]
+    elif options.coco_results:
+        raise DatasetError(f"{options.dataset}: --coco-results needs a COCO JSON dataset (its image and category ids)")
+    else:
+        # Files are not opened here: one unreadable or non-image file becomes that file's coded
+        # failure in the results (FILE_UNREADABLE, or the worker's decode error), not a stopped batch.
+        dataset = load_dataset(
+            options.dataset, split=options.split, check_files=False, allow_outside=options.allow_outside
+        )
+        if dataset.skipped:
+            print(skipped_report(dataset), file=err)
+        entries = [(i.path, i.label) for i in dataset.items]
     results = ResultsFile(options.out)
     summary = BatchSummary(
-        total=len(dataset.items), repaired_bytes=results.repaired_bytes, duplicates=list(results.duplicates)
+        total=len(entries), repaired_bytes=results.repaired_bytes, duplicates=list(results.duplicates)
     )
     if options.retry_failed:
         print(f"--retry-failed: {results.forget_failures()} failed images will be sent again", file=err)
     items, summary.skipped = plan_items(
-        ((i.path, i.label) for i in dataset.items),
+        entries,
         root,
         results.done,
         by_reference=options.by_reference,
@@ -143,7 +156,14 @@ def run_batch(
     stop = threading.Event()
     counters = Counters()
     runner = JobRunner(
-        client, options.retry, stop, adapter=options.adapter, top_k=options.top_k, op=options.op, counters=counters
+        client,
+        options.retry,
+        stop,
+        adapter=options.adapter,
+        top_k=options.top_k,
+        op=options.op,
+        fields=options.detection,
+        counters=counters,
     )
     bar = _progress_bar(options.progress, summary, err)
     started = time.monotonic()
@@ -202,8 +222,11 @@ def run_batch(
     if options.csv:
         print(f"wrote {write_csv(options.out, options.csv)} rows to {options.csv}", file=err)
     if options.npy:
-        keys = [item_key(i.path, root) for i in dataset.items]
+        keys = [item_key(path, root) for path, _ in entries]
         print(f"wrote {write_npy(options.out, options.npy, keys)} vectors to {options.npy}", file=err)
+    if options.coco_results:
+        images, found = write_coco_results(options.out, options.coco_results, coco_ids, categories)
+        print(f"wrote {found} detections of {images} images to {options.coco_results} (COCO results)", file=err)
     return summary
 
 

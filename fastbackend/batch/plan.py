@@ -42,6 +42,7 @@ RECORD_KEYS = (
     "label",
     "score",
     "top_k",
+    "detections",
     "embedding",
     "adapter",
     "job_id",
@@ -145,13 +146,15 @@ def pack(items: Sequence[Item], batch_size: int, limit: int = RUN_LIMIT_BYTES) -
     return jobs, too_large
 
 
-def job_input(images: list[Any], adapter: str | None, top_k: int, op: str = "predict") -> dict[str, Any]:
-    """A job's input: `predict` (with top_k), or `embed` (vectors as base64 float32, a fifth of the JSON)."""
-    body: dict[str, Any] = (
-        {"op": "embed", "images": images, "encoding_format": "base64"}
-        if op == "embed"
-        else {"images": images, "top_k": top_k}
-    )
+def job_input(
+    images: list[Any], adapter: str | None, top_k: int, op: str = "predict", fields: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A job's input: `predict` (with top_k, or with `fields` instead: a detector's threshold and
+    max_detections), or `embed` (vectors as base64 float32, a fifth of the JSON)."""
+    if op == "embed":
+        body: dict[str, Any] = {"op": "embed", "images": images, "encoding_format": "base64"}
+    else:
+        body = {"images": images, **fields} if fields is not None else {"images": images, "top_k": top_k}
     if adapter:
         body["adapter"] = adapter
     return {"input": body}
@@ -190,7 +193,7 @@ def records_from_output(
     items: Sequence[Item], output: Any, adapter: str | None, job_id: str | None, attempt: int
 ) -> list[dict[str, Any]]:
     """One record per image from a COMPLETED job's output (a worker success answer): a prediction's
-    label, score and top_k, or an embedding (as a list of floats)."""
+    label, score and top_k, a detector's list of detections, or an embedding (as a list of floats)."""
     vectors = output.get("embeddings") if isinstance(output, dict) else None
     if isinstance(vectors, list) and len(vectors) == len(items):
         from worker.tasks.embeddings import decode
@@ -208,6 +211,11 @@ def records_from_output(
             for i in items
         ]
     used = output.get("adapter", adapter)
+    if all(isinstance(p, list) for p in predictions):  # object-detection: [{"score", "label", "box"}] per image
+        return [
+            record(item, detections=p, adapter=used, job_id=job_id, attempt=attempt)
+            for item, p in zip(items, predictions)
+        ]
     return [
         record(
             item,

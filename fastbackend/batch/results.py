@@ -159,7 +159,7 @@ def _lines(path: Path) -> Iterator[str]:
 
 
 def write_csv(jsonl: Path, csv_path: Path) -> int:
-    """The results as CSV (top_k and embedding as JSON strings); returns the number of rows."""
+    """The results as CSV (top_k, detections and embedding as JSON strings); returns the number of rows."""
     rows = 0
     # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes.
     with open(csv_path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
@@ -167,7 +167,7 @@ def write_csv(jsonl: Path, csv_path: Path) -> int:
         writer.writeheader()
         for line in _lines(jsonl):
             row = json.loads(line)
-            for key in ("top_k", "embedding"):
+            for key in ("top_k", "detections", "embedding"):
                 if row.get(key) is not None:
                     row[key] = json.dumps(row[key], separators=(",", ":"))
             writer.writerow(row)

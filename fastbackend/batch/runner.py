@@ -94,12 +94,13 @@ class JobRunner:
         adapter: str | None = None,
         top_k: int = 1,
         op: str = "predict",
+        fields: dict[str, Any] | None = None,
         counters: Counters | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client, self.policy, self.stop = client, policy, stop
-        self.adapter, self.top_k, self.op = adapter, top_k, op
+        self.adapter, self.top_k, self.op, self.fields = adapter, top_k, op, fields
         self.counters = counters or Counters()
         self.rng = rng or random.Random()
         self.clock = clock
@@ -115,7 +116,7 @@ class JobRunner:
             images, group = self._payloads(group, records, attempt)
             if not group:
                 continue
-            outcome = self._execute(job_input(images, self.adapter, self.top_k, self.op), len(group))
+            outcome = self._execute(job_input(images, self.adapter, self.top_k, self.op, self.fields), len(group))
             if outcome.kind == "stopped":
                 break
             if outcome.kind == "done":

@@ -7,7 +7,8 @@ one job each, at the pipeline's default threshold. The reference is `pipeline("o
 model=folder)` on the same bytes (its load_image turns EXIF-rotated photos upright). Same labels
 in the same order, scores within 1e-4, integer boxes equal (1 px where float noise straddles an
 integer), and with `float_boxes` within 0.5 px of the pipeline's boxes before it truncates them.
-`make test` serves DETR; `make test-full` every architecture.
+A job holding a landscape, a portrait and an EXIF-turned photo gets each image's own answer (one
+forward per resized shape). `make test` serves DETR; `make test-full` every architecture.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def test_local_api_answers_as_the_pipeline(name, photos, root, tmp_path) -> None
         "FASTBACKEND_MAX_IMAGE_SIDE": "5000",
         "FASTBACKEND_MAX_IMAGE_PIXELS": "20000000",
     }
-    found = 0
+    found, alone = 0, {}
     with serve_api(root, env=env, log_file=tmp_path / "api.log") as api:
         health = _output(api, {"op": "health"})
         assert health["task"]["name"] == "object-detection", health
@@ -81,6 +82,13 @@ def test_local_api_answers_as_the_pipeline(name, photos, root, tmp_path) -> None
             for a, b in zip(ours_float, _pipeline_float_boxes(reference, Image.open(io.BytesIO(data)))):
                 assert max(abs(a["box"][k] - v) for k, v in zip(KEYS, b)) <= BOX_TOLERANCE, photo
             found += len(ours)
+            alone[photo] = answer["predictions"][0]
+        # One job of images with different resized shapes: one forward per shape, each its own answer.
+        mixed = ["china", "flower-portrait", "china-exif-rotated", "china"]
+        job = {"images": [base64.b64encode(photos[p]).decode("ascii") for p in mixed]}
+        for photo, together in zip(mixed, _output(api, job)["predictions"]):
+            assert [(d["label"], d["box"]) for d in together] == [(d["label"], d["box"]) for d in alone[photo]], photo
+            assert all(abs(a["score"] - b["score"]) <= 1e-5 for a, b in zip(together, alone[photo])), photo
         limited = _output(api, {"images": base64.b64encode(photos["china"]).decode(), "max_detections": 1})
         assert len(limited["predictions"][0]) <= 1
     assert found > 0, f"{name}: no detections: the comparison would be empty"

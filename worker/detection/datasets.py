@@ -138,7 +138,7 @@ def _coco_names(path: Path, categories: list) -> tuple[dict[int, int], tuple[str
     return {cid: index for index, cid in enumerate(order)}, tuple(ids[cid] for cid in order)
 
 
-def _find_image(json_path: Path, split: str, file_name: str) -> Path:
+def find_image(json_path: Path, split: str, file_name: str) -> Path:
     folder = json_path.parent
     candidates = [folder / file_name, folder / split / file_name, folder / "images" / file_name]
     return next((c for c in candidates if c.is_file()), candidates[0])
@@ -157,7 +157,7 @@ def _coco_split(path: Path, split: str, drops: Counter) -> tuple[list[DetectionI
     boxes: dict[int, list[tuple[tuple[float, ...], int]]] = {image_id: [] for image_id in images}
     sizes: dict[int, tuple[int, int]] = {}
     for image_id, image in images.items():
-        file = _find_image(path, split, str(image["file_name"]))
+        file = find_image(path, split, str(image["file_name"]))
         sizes[image_id] = upright_size(file)
         stated = (image.get("width"), image.get("height"))
         if None not in stated and tuple(stated) != sizes[image_id]:

@@ -37,6 +37,16 @@ def stack(prepared: Sequence[Prepared]) -> dict[str, np.ndarray]:
     }
 
 
+def forward(model: Any, inputs: dict[str, np.ndarray], adapter: str | None, takes_pixel_mask: bool) -> dict:
+    """A detector's forward on batch-first arrays through `adapter`: `logits` and `pred_boxes` as float32
+    (the worker's task and `Detector` share it; `pixel_mask` only to a model whose forward takes it)."""
+    from worker.tasks.torch_forward import run, to_numpy
+
+    feed = inputs if takes_pixel_mask else {"pixel_values": inputs["pixel_values"]}
+    outputs = run(model, feed, adapter, lambda m, tensors: m(**tensors))
+    return {name: to_numpy(getattr(outputs, name)) for name in OUTPUT_NAMES}
+
+
 @dataclass
 class Detector:
     model: Any
@@ -44,6 +54,7 @@ class Detector:
     post_process: Any  # the image processor's post_process_object_detection
     id2label: dict[int, str]
     takes_pixel_mask: bool
+    adapter: str | None = None  # a PeftModel's adapter to answer with (None: the base)
 
     @classmethod
     def load(cls, model_dir: str | Path, *, dtype: Any = None) -> Detector:
@@ -68,15 +79,7 @@ class Detector:
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One same-shape batch through the model: its outputs as batch-first named float32 arrays."""
-        import torch
-
-        parameter = next(self.model.parameters())
-        kwargs = {"pixel_values": torch.from_numpy(inputs["pixel_values"]).to(parameter.device, parameter.dtype)}
-        if self.takes_pixel_mask:
-            kwargs["pixel_mask"] = torch.from_numpy(inputs["pixel_mask"]).to(parameter.device)
-        with torch.inference_mode():
-            outputs = self.model(**kwargs)
-        return {name: getattr(outputs, name).float().cpu().numpy() for name in OUTPUT_NAMES}
+        return forward(self.model, inputs, self.adapter, self.takes_pixel_mask)
 
     def detect(
         self,

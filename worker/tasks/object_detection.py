@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
-from worker.detection.answer import DEFAULT_THRESHOLD, OUTPUT_NAMES, answer_bytes_bound, detect
+from worker.detection.answer import DEFAULT_THRESHOLD, answer_bytes_bound, detect
+from worker.detection.detector import forward as detector_forward
 from worker.detection.processor import prepare, read_detection_processor, resized_size
 from worker.errors import ModelLoadFailed
 from worker.schema import PredictInput
-from worker.tasks.base import Arrays, ImageMeta, Task
+from worker.tasks.base import Arrays, ImageMeta, Task, Training
 
 MAX_DETECTIONS = 1000
 
@@ -46,6 +47,15 @@ class ObjectDetection(Task):
     request = DetectionInput
     mapping = "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES"
     output_advice = "ask for less (a higher threshold, max_detections)"
+    training = Training(
+        dataset="COCO JSON (`<split>.json`: images, annotations with [x, y, w, h] pixel boxes, categories) or "
+        "YOLO text labels (images/<split>/, labels/<split>/, data.yaml)",
+        readers=("worker.detection.datasets:load_coco", "worker.detection.datasets:load_yolo"),
+        loss="the model's own: Hungarian-matched set loss (DETR: CE + L1 + GIoU; RT-DETR: VFL + denoising)",
+        metrics=("map", "map_50", "per_class"),
+        evaluate="worker.detection.evaluation:mean_average_precision",
+        trainer="fastbackend.training.detection:fit",
+    )
 
     def load_processor(self, base: Path) -> None:
         self.processor = read_detection_processor(base)
@@ -93,11 +103,7 @@ class ObjectDetection(Task):
         return {"pixel_values": prepared.pixel_values[None], "pixel_mask": prepared.pixel_mask[None]}, meta
 
     def forward(self, model: Any, inputs: Arrays, adapter: str | None) -> Arrays:
-        from worker.tasks.torch_forward import run, to_numpy
-
-        feed = inputs if self.takes_pixel_mask else {"pixel_values": inputs["pixel_values"]}
-        outputs = run(model, feed, adapter, lambda m, tensors: m(**tensors))
-        return {name: to_numpy(getattr(outputs, name)) for name in OUTPUT_NAMES}
+        return detector_forward(model, inputs, adapter, self.takes_pixel_mask)
 
     def output_bytes(self, request: DetectionInput, sizes: Sequence[tuple[int, int]]) -> int:
         label = max((len(json.dumps(label)) for label in self.labels), default=2)

@@ -1,0 +1,117 @@
+"""Detection training (fastbackend/training/detection.py) on a tiny RT-DETR and a few digit scenes.
+
+In `make test`: a LoRA adapter (plus the heads) trained 3 epochs, and the same run cut after epoch 1
+and resumed from its checkpoint, end with bit-identical weights and the same history; the same
+scenes as a COCO dataset and in YOLO format load as the same training set (the loader's summary)
+and score the same mAP.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fastbackend.training.detection import (
+    DetectionTraining,
+    default_augmentation,
+    evaluate,
+    fit,
+    head_names,
+    lora_detector,
+)
+from fastbackend.training.detection_demo import small_detector, write_scene_dataset, write_yolo
+from worker.detection.datasets import load_yolo
+from worker.detection.detector import Detector
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: a tiny model's steps are too short for two, which on a loaded 2-core machine
+    fight for the cores (measured: 1-2 s an epoch on one thread, about ten times that on two)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return write_scene_dataset(tmp_path_factory.mktemp("scenes"), {"train": 8, "val": 4}, size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    model, processor = small_detector("rt_detr", size=SIZE, width=16)
+    folder = tmp_path_factory.mktemp("base")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _run(base_dir, scenes, checkpoints, *, resume=False, stop_after=None):
+    detector = Detector.load(base_dir)
+    detector.model = lora_detector(detector.model, rank=4, seed=0)
+    settings = DetectionTraining(epochs=3, batch_size=4, lr=1e-3, head_lr=1e-3, patience=0, seed=3)
+
+    def on_epoch(row):
+        if stop_after is not None and row["epoch"] == stop_after:
+            raise Interrupted
+
+    history = fit(
+        detector,
+        scenes.split("train"),
+        scenes.split("val"),
+        settings,
+        augment=default_augmentation(),
+        checkpoint_dir=checkpoints,
+        resume=resume,
+        on_epoch=on_epoch,
+    )
+    trained = {n: p.detach().clone() for n, p in detector.model.named_parameters() if p.requires_grad}
+    return trained, history
+
+
+def test_resumed_after_epoch_1_ends_bit_identical_to_an_uninterrupted_run(base_dir, scenes, tmp_path):
+    whole, whole_history = _run(base_dir, scenes, tmp_path / "whole")
+    with pytest.raises(Interrupted):
+        _run(base_dir, scenes, tmp_path / "cut", stop_after=1)
+    resumed, resumed_history = _run(base_dir, scenes, tmp_path / "cut", resume=True)
+    assert whole.keys() == resumed.keys() and any("lora_" in n for n in whole)
+    assert any("modules_to_save" in n for n in whole), "the heads train with the adapter"
+    changed = [n for n in whole if "lora_B" in n and whole[n].abs().sum() > 0]
+    assert changed, "training moved nothing"
+    assert all((whole[n] == resumed[n]).all() for n in whole)
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in whole_history["epochs"]]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed_history["epochs"]] == strip
+    assert resumed_history["best_epoch"] == whole_history["best_epoch"]
+
+
+def test_resume_refuses_other_settings(base_dir, scenes, tmp_path):
+    with pytest.raises(Interrupted):
+        _run(base_dir, scenes, tmp_path / "cut", stop_after=1)
+    detector = Detector.load(base_dir)
+    other = DetectionTraining(epochs=5)
+    with pytest.raises(ValueError, match="other settings"):
+        fit(detector, scenes.split("train"), scenes.split("val"), other, checkpoint_dir=tmp_path / "cut", resume=True)
+
+
+def test_the_heads_are_the_architectures(base_dir):
+    detector = Detector.load(base_dir)
+    names = head_names(detector.model)
+    assert "model.decoder.class_embed.0" in names and "model.enc_score_head" in names
+
+
+def test_coco_and_yolo_give_the_same_training_set_and_the_same_scores(base_dir, scenes, tmp_path):
+    yolo = load_yolo(write_yolo(scenes, tmp_path / "yolo"))
+    assert scenes.summary() == yolo.summary() and "train: 8 images" in scenes.summary()
+    assert [(i.path.name, i.labels) for i in scenes.items] == [(i.path.name, i.labels) for i in yolo.items]
+    detector = Detector.load(base_dir)
+    ours, theirs = evaluate(detector, scenes.split("val")), evaluate(detector, yolo.split("val"))
+    assert (ours["map"], ours["map_50"], ours["per_class"]) == (theirs["map"], theirs["map_50"], theirs["per_class"])
