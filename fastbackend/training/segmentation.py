@@ -128,6 +128,19 @@ def _load_trainable(model, state: dict[str, Any]) -> None:
             params[name].copy_(value)
 
 
+def _train_mode(model) -> None:
+    """Train mode, except batch norms with nothing to train (an adapter's frozen base): their running
+    statistics stay the base's. Updated in train mode, they would live in memory only, never in the
+    adapter's files, and the served adapter would answer differently from the trained one."""
+    import torch
+
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            if not any(p.requires_grad for p in module.parameters()):
+                module.eval()
+
+
 def _save_checkpoint(folder: Path, epoch: int, state: dict[str, Any]) -> Path:
     """`epoch-NNN.pt`, written beside under a temporary name then renamed: never half a checkpoint."""
     import torch
@@ -148,7 +161,7 @@ def _train_epoch(
     pairs = augmented(train, train_augment(settings.epoch_seed(epoch))) if settings.augment else train
     order = epoch_order(len(train), settings.seed, epoch)
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
-    model.train()
+    _train_mode(model)
     total, seen = 0.0, 0
     for step, start in enumerate(range(0, len(train), settings.batch_size)):
         batch = pairs.subset(order[start : start + settings.batch_size].tolist())

@@ -66,6 +66,25 @@ def test_resumed_training_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     assert resumed_history["epochs"] == whole_history["epochs"]
     row = whole_history["epochs"][-1]
     assert set(row["val_per_class_iou"]) == set(SCENE_LABELS) and 0 <= row["val_mean_iou"] <= 1
+    _served_adapter_answers_as_trained(whole, base, prep, val, tmp_path / "adapter")
+
+
+def _served_adapter_answers_as_trained(model, base, prep, val, folder):
+    """The adapter saved and attached to a freshly loaded base, as the worker does, gives the trained
+    model's logits: nothing it learned (a frozen batch norm's statistics included) lives in memory only."""
+    import numpy as np
+
+    from exported.inference import attach_adapter
+    from exported.train_adapter import save_adapter
+    from fastbackend.training.segmentation_data import model_batch
+    from worker.segmentation.stages import forward_logits, load_model
+
+    save_adapter(model, folder, base_dir=base, base_name="tiny", task="image-segmentation", description="test")
+    served = attach_adapter(load_model(base, "cpu", "float32")[0], folder, "served")
+    pixels, _ = model_batch(val, prep)
+    model.eval()
+    trained = forward_logits(model, pixels, model.active_adapter)
+    assert np.allclose(forward_logits(served, pixels, "served"), trained, atol=1e-5)
 
 
 def test_a_broken_dataset_stops_before_training(tmp_path):
