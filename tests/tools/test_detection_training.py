@@ -3,7 +3,9 @@
 In `make test`: a LoRA adapter (plus the heads) trained 3 epochs, and the same run cut after epoch 1
 and resumed from its checkpoint, end with bit-identical weights and the same history; the same
 scenes as a COCO dataset and in YOLO format load as the same training set (the loader's summary)
-and score the same mAP.
+and score the same mAP; a trained adapter, saved and served by the generated handler, answers as
+it did at its last validation (the base's frozen batch norms keep their statistics in training:
+an adapter does not carry them).
 """
 
 from __future__ import annotations
@@ -115,3 +117,38 @@ def test_coco_and_yolo_give_the_same_training_set_and_the_same_scores(base_dir, 
     detector = Detector.load(base_dir)
     ours, theirs = evaluate(detector, scenes.split("val")), evaluate(detector, yolo.split("val"))
     assert (ours["map"], ours["map_50"], ours["per_class"]) == (theirs["map"], theirs["map_50"], theirs["per_class"])
+
+
+def test_a_trained_adapter_is_served_with_the_answers_it_gave_in_training(base_dir, scenes, tmp_path):
+    import base64
+    from dataclasses import replace
+
+    from exported.handler import WORKER as GENERATED
+    from exported.train_adapter import save_adapter
+    from fastbackend.training.detection import read_image
+    from worker.config import WorkerConfig
+    from worker.runtime import Worker
+
+    detector = Detector.load(base_dir)
+    detector.model = lora_detector(detector.model, rank=4, seed=0)
+    settings = DetectionTraining(epochs=1, batch_size=4, lr=1e-2, head_lr=1e-2, patience=0)
+    fit(detector, scenes.split("train"), scenes.split("val"), settings)
+    save_adapter(detector.model, tmp_path / "adapters" / "tiny", base_dir=base_dir, base_name="tiny",
+                 task="object-detection", description="test")  # fmt: skip
+    from PIL import Image
+
+    val = scenes.split("val").items
+    expected = detector.detect([Image.fromarray(read_image(i.path)) for i in val], threshold=0.05, float_boxes=True)
+    base_answers = Detector.load(base_dir).detect([Image.fromarray(read_image(i.path)) for i in val], threshold=0.05)
+    config = WorkerConfig(base_model=str(base_dir), adapters_dir=str(tmp_path / "adapters"), log_level="ERROR")
+    worker = Worker(GENERATED.functions).setup(replace(config))
+    images = [base64.b64encode(i.path.read_bytes()).decode("ascii") for i in val]
+    job = {"images": images, "adapter": "tiny", "threshold": 0.05, "float_boxes": True}
+    served = worker.handle({"id": "t", "input": job})
+    assert served["status"] == "success", served
+    for ours, theirs in zip(served["predictions"], expected):
+        assert [d["label"] for d in ours] == [d["label"] for d in theirs]
+        assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(ours, theirs))
+    base = worker.handle({"id": "b", "input": {"images": images, "threshold": 0.05}})
+    assert [[d["label"] for d in p] for p in base["predictions"]] == [[d["label"] for d in p] for p in base_answers]
+    assert served["predictions"] != base["predictions"], "the adapter changed nothing"
