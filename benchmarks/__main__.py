@@ -34,6 +34,7 @@ BENCHMARKS = {  # module: (full arguments, --quick arguments)
     "batch": (["--images", "300"], ["--images", "40", "--cli-images", "2"]),
     "embed": (["--repeats", "3"], ["--quick"]),
     "detection": (["--repeats", "5"], ["--quick"]),
+    "zero_shot": (["--repeats", "5"], ["--quick"]),
 }
 
 

@@ -9,6 +9,9 @@ noise hits both alike:
 - worker: `handle` on an `embed` job (decode, preprocess on the image pool, one forward);
 - pipeline: what one writes with transformers: base64 -> PIL -> `pipeline(images, pool=True,
   batch_size=<job size>)`, the same vectors (tests/worker/test_embeddings.py checks within 1e-4).
+A second table says where each one's time goes: the worker's own timings (decode and preprocess as
+work summed over the image pool's threads, and the images' wall time), the pipeline's decode, its
+image processor (timed alone on one image, times the job's images) and the rest of its call.
 `--quick` uses a 4-layer, 64-wide backbone: a smoke run, not for the README.
 """
 
@@ -18,6 +21,7 @@ import argparse
 import base64
 import io
 import logging
+import statistics
 import time
 from dataclasses import replace
 
@@ -66,31 +70,65 @@ def main() -> int:
     worker = Worker(GENERATED.functions).setup(replace(config, max_payload_bytes=20_000_000))
     extractor = pipeline("image-feature-extraction", model=str(folder))
 
-    def by_pipeline(encoded: list[str]) -> None:
+    def by_pipeline(encoded: list[str]) -> tuple[float, float, float]:
+        """The pipeline's answer, and its stages' times (ms): decode, the image processor, the rest."""
+        start = time.perf_counter()
         images = [Image.open(io.BytesIO(base64.b64decode(e))).convert("RGB") for e in encoded]
+        decoded = time.perf_counter()
+        extractor.image_processor(images[:1])  # the processor alone on one image, scaled: its share
+        one = time.perf_counter() - decoded
+        start_call = time.perf_counter()
         extractor(images, pool=True, batch_size=len(images))
+        call = time.perf_counter() - start_call
+        return (decoded - start) * 1000, one * len(images) * 1000, (call - one * len(images)) * 1000
 
-    rows, record = [], {"model": name, "photos": "1 MP JPEG"}
+    rows, parts, record = [], [], {"model": name, "photos": "1 MP JPEG"}
     for batch in (1, 8, 64):
         encoded = encoded_photos(1, batch)
         job = {"id": "bench", "input": {"op": "embed", "images": encoded, "encoding_format": "base64"}}
         assert worker.handle(job)["status"] == "success"
-        ours, theirs = [], []
+        ours, theirs, timings, stages = [], [], [], []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            worker.handle(job)
+            timings.append(worker.handle(job)["timings"])
             ours.append(time.perf_counter() - start)
             start = time.perf_counter()
-            by_pipeline(encoded)
+            stages.append(by_pipeline(encoded))
             theirs.append(time.perf_counter() - start)
         w, p = median_ms(ours), median_ms(theirs)
         rows.append((batch, w, round(1000 / w, 2), p, round(1000 / p, 2), f"{p / w:.2f}x"))
         record[f"batch_{batch}"] = {"worker_ms": w, "pipeline_ms": p, "speedup": round(p / w, 3)}
+        # Where the time goes: the worker's own timings (decode and preprocess summed over the image
+        # pool's threads, so over the wall time when they overlap), the pipeline's stages timed around it.
+        images_wall = statistics.median(t["total_ms"] - t["forward_ms"] - t["adapter_ms"] for t in timings)
+        decode, processor, forward = (round(statistics.median(s[i] for s in stages), 1) for i in range(3))
+        parts.append(
+            (batch, *(round(statistics.median(t[k] for t in timings), 1) for k in ("decode_ms", "preprocess_ms")))
+            + (round(images_wall, 1), round(statistics.median(t["forward_ms"] for t in timings), 1))
+            + (decode, processor, forward)
+        )
     print(
         table(
             f"embed jobs: {name}, 1 MP JPEGs, median of {args.repeats}",
             ["images per job", "worker ms", "worker jobs/s", "pipeline ms", "pipeline jobs/s", "speedup"],
             rows,
+        )
+    )
+    print()
+    print(
+        table(
+            f"where an embed job's time goes (ms): {name}, 1 MP JPEGs, median of {args.repeats}",
+            [
+                "images per job",
+                "worker decode (work)",
+                "worker preprocess (work)",
+                "worker images (wall)",
+                "worker forward + encode",
+                "pipeline decode",
+                "pipeline processor",
+                "pipeline forward + rest",
+            ],
+            parts,
         )
     )
     save("embed", record)

@@ -108,7 +108,7 @@ def predict_rows(
                 samples[label].append(timed(worker.handle, job))
             samples["forward"].append(timed(host.forward, {"pixel_values": pixels}, None))
             samples["naive"].append(
-                timed(lambda e: host.forward({"pixel_values": naive_pixels(processor, e)}, None), encoded)
+                timed(lambda e: host.run_batch({"pixel_values": naive_pixels(processor, e)}, None), encoded)
             )
         f, n = median_ms(samples["forward"]), median_ms(samples["naive"])
         for label in workers:

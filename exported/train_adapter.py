@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from exported.inference import ADAPTER_META_FILE, load_base_model, model_fingerprint
-from exported.preprocess import PreprocessConfig, build_eval_transform, build_train_transform, to_pixel_values
+from exported.preprocess import build_eval_transform, build_train_transform, to_pixel_values
 from worker.datasets import Dataset, DatasetItem
+from worker.processors import PreprocessConfig
 
 # LoRA's default targets per architecture (`config.model_type`), the one table README's support
 # table is checked against: the attention projections of transformers, the pointwise (1x1) or
@@ -116,7 +117,7 @@ class TrainSettings:
     batch_size: int = 64
     patience: int = 0  # epochs without a better validation (at 200 images; see scaled_patience); 0 = never
     seed: int = 0
-    augment: bool = True  # the train transform of 01_preprocess; False: the eval transform only
+    augment: bool = True  # 01_preprocess's training_augmentation, then the eval transform; False: the eval alone
     precision: str = "auto"  # auto: bf16 (fp16 without bf16) autocast on a GPU, float32 on CPU; float32
     schedule: str = "constant"  # the lr: constant, or cosine (from lr down to 0 over `epochs`, step by step)
 

@@ -99,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_invoke(args: argparse.Namespace) -> int:
     from fastbackend.client import ClientError, Mode, target_from
     from fastbackend.invoke import EXIT_REFUSED, invoke_files
+    from fastbackend.task_flags import given_fields
 
     try:
         target = target_from(args.endpoint, args.local)
@@ -111,7 +112,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         target,
         mode,
         adapter=args.adapter,
-        top_k=args.top_k,
+        op=args.op,
+        fields=given_fields(args),
         max_wait=args.timeout,
         as_json=args.json,
         root=_root(),
@@ -248,14 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     invoke = sub.add_parser(
         "invoke",
-        help="predict image files: on a RunPod endpoint, a local API, or the handler started locally",
-        description="Send image files as one predict job and print the predictions. Without --endpoint or "
+        help="predict or embed image files: on a RunPod endpoint, a local API, or the handler started locally",
+        description="Send image files as one predict (or embed) job and print the answer. Without --endpoint or "
         "--local the exported handler is started once under RunPod's local API. Request bodies are checked "
-        "against RunPod's limits before sending: 10 MB on /run (--async), 20 MB on /runsync.",
+        "against RunPod's limits before sending: 10 MB on /run (--async), 20 MB on /runsync. The task fields "
+        "below are every served task's request fields; give only those of the task the worker serves.",
     )
     invoke.add_argument("images", nargs="+", help="PNG or JPEG files")
     invoke.add_argument("--adapter", help="adapter name (default: the base model)")
-    invoke.add_argument("--top-k", type=int, default=3, help="ranked labels per image (default 3)")
+    invoke.add_argument(
+        "--op", choices=("predict", "embed"), default="predict", help="embed: one vector per image (default predict)"
+    )
     where = invoke.add_mutually_exclusive_group()
     where.add_argument(
         "--endpoint", metavar="ID", help="a RunPod Serverless endpoint id (API key from $RUNPOD_API_KEY)"
@@ -274,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the job before giving up and cancelling it (default 600)",
     )
     invoke.add_argument("--json", action="store_true", help="print the raw output")
+    from fastbackend.task_flags import add_task_arguments
+
+    add_task_arguments(invoke)
     invoke.set_defaults(func=cmd_invoke)
 
     from fastbackend.batch.command import add_batch_parser

@@ -1,4 +1,4 @@
-"""What `fastbackend invoke` shows: a progress line while a job runs, then a prediction table."""
+"""What `fastbackend invoke` shows: a progress line while a job runs, then the answer as a table."""
 
 from __future__ import annotations
 
@@ -44,29 +44,58 @@ class ProgressLine:
             self.stream.flush()
 
 
-def prediction_table(names: Sequence[str], output: dict[str, Any]) -> str:
-    """The predictions of a `predict` answer, one row per image, and a summary line.
+def answer_table(names: Sequence[str], output: dict[str, Any]) -> str:
+    """A success answer of any task as a table, one row per image, and a summary line.
 
     Args:
         names: what to call each image (file names), in the order they were sent.
-        output: the worker's success answer (`predictions`, `adapter`, `timings`).
+        output: the worker's success answer: `predictions` (a classifier's ranked labels, or per image
+            a list of labelled regions or boxes), or `embeddings` (the `embed` op), with `adapter`
+            and `timings`.
 
     Returns:
         The table as text, e.g. `image  label  score  top-k` rows and
         `adapter: inverted | 2 images | 12.3 ms on the worker`.
     """
-    predictions = output.get("predictions") or []
-    rows = [("image", "label", "score", "top-k")]
-    for name, prediction in zip(names, predictions):
-        ranked = ", ".join(f"{p['label']} {p['score']:.3f}" for p in prediction.get("top_k", []))
-        rows.append((name, str(prediction["label"]), f"{prediction['score']:.3f}", ranked))
+    if "embeddings" in output:
+        rows = [("image", "dimensions", "encoding", "norm")]
+        for name, vector in zip(names, output["embeddings"]):
+            values = _vector(vector)
+            norm = sum(v * v for v in values) ** 0.5
+            rows.append((name, str(len(values)), str(output.get("encoding_format", "float")), f"{norm:.4f}"))
+        count = len(output["embeddings"])
+    else:
+        predictions = output.get("predictions") or []
+        rows = [("image", "label", "score", "top-k")]
+        for name, prediction in zip(names, predictions):
+            ranked = prediction.get("top_k", []) if isinstance(prediction, dict) else prediction
+            best = prediction if isinstance(prediction, dict) else (ranked[0] if ranked else {})
+            shown = ", ".join(_entry(p) for p in ranked[:5]) + (f" (+{len(ranked) - 5})" if len(ranked) > 5 else "")
+            score = best.get("score")
+            rows.append((name, str(best.get("label", "-")), "-" if score is None else f"{score:.3f}", shown))
+        count = len(predictions)
     lines = table(rows).splitlines()
-    summary = [f"adapter: {output.get('adapter') or 'none (base model)'}", f"{len(predictions)} image(s)"]
+    summary = [f"adapter: {output.get('adapter') or 'none (base model)'}", f"{count} image(s)"]
     total = (output.get("timings") or {}).get("total_ms")
     if isinstance(total, (int, float)):
         summary.append(f"{total:.1f} ms on the worker")
     lines.append(" | ".join(summary))
     return "\n".join(lines)
+
+
+def _entry(item: dict[str, Any]) -> str:
+    score = item.get("score")
+    return f"{item.get('label')} {score:.3f}" if isinstance(score, (int, float)) else str(item.get("label"))
+
+
+def _vector(vector: Any) -> list[float]:
+    if isinstance(vector, str):  # encoding_format base64: little-endian float32
+        import base64
+        import struct
+
+        data = base64.b64decode(vector)
+        return list(struct.unpack(f"<{len(data) // 4}f", data))
+    return [float(v) for v in vector]
 
 
 def _size(n: int) -> str:

@@ -2,7 +2,7 @@
 
 Every verdict comes from the worker's own setup steps, run one by one so that each is reported
 rather than the first failure alone: the device (worker.acceleration.resolve_device), the
-processor (exported.preprocess: read_preprocess_config, and build_preprocess_config per field),
+processor (worker.processors: read_preprocess_config, and build_preprocess_config per field),
 the model, the adapter scan and the `*` preload (worker.models.ModelHost), and a warm-up forward.
 No rule is repeated here; this module only asks those steps and lays out their answers.
 """
@@ -124,7 +124,7 @@ def describe_pixels(config: Any) -> str:
 def _is_read(name: str, fields: dict, model_config: dict, resolved: Any) -> bool:
     """Whether the field changes anything: set to null, then to a value of no type it could take, the
     processor must come out different (or be refused) if the field is used."""
-    from exported.preprocess import build_preprocess_config
+    from worker.processors import build_preprocess_config
 
     for probe in (None, "\x00doctor-probe"):
         try:
@@ -137,9 +137,9 @@ def _is_read(name: str, fields: dict, model_config: dict, resolved: Any) -> bool
 
 def processor_fields(base_dir: Path) -> list[FieldRow]:
     """Each field of preprocessor_config.json (and each class default the processor applies), honoured
-    or not, by exported.preprocess's own build_preprocess_config: a refusal names its field first, so
+    or not, by worker.processors's own build_preprocess_config: a refusal names its field first, so
     that field is marked, set back to its class default, and the rest is built again."""
-    from exported.preprocess import PROCESSOR_DEFAULTS, PROCESSOR_FILE, build_preprocess_config
+    from worker.processors import PROCESSOR_DEFAULTS, PROCESSOR_FILE, build_preprocess_config
 
     try:
         fields = json.loads((base_dir / PROCESSOR_FILE).read_text())

@@ -89,9 +89,30 @@ def render_module(cells: list[ExportCell]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def task_request_lines() -> str:
+    """The handler docstring's lines for each task's own predict fields (worker/tasks: the request
+    models, so the docstring cannot drift from what the worker accepts), one task a line."""
+    import json
+
+    from pydantic_core import PydanticUndefined
+
+    from worker.tasks import TASKS
+
+    lines = []
+    for name, task in TASKS.items():
+        shown = []
+        for field, info in task.request.model_fields.items():
+            if field in ("images", "adapter", "op"):
+                continue
+            value = "<required>" if info.default is PydanticUndefined else json.dumps(info.default)
+            shown.append(f'"{field}": {value}')
+        lines.append(f"      {name}: {', '.join(shown) or '(no fields of its own)'}")
+    return "\n".join(lines)
+
+
 def render_handler(modules: list[str]) -> str:
     """The handler, importing `modules` (exported module names) for the runtime's functions."""
-    body = string.Template(TEMPLATE.read_text()).substitute(modules=", ".join(modules))
+    body = string.Template(TEMPLATE.read_text()).substitute(modules=", ".join(modules), tasks=task_request_lines())
     return "\n".join([STAMP.format(source="fastbackend/templates/handler.py.tmpl"), MADE_BY, "", body])
 
 

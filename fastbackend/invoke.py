@@ -1,4 +1,8 @@
-"""`fastbackend invoke`: predict image files on a deployed endpoint, a local API, or locally.
+"""`fastbackend invoke`: predict (or embed) image files on a deployed endpoint, a local API, or locally.
+
+The job carries the served task's own fields as flags (fastbackend/task_flags.py: `--top-k`,
+`--candidate-labels`, `--threshold`, `--normalize` ...); the answer is shown as a table of the task's
+kind (ranked labels, labelled regions or boxes, embedding sizes), or as JSON with `--json`.
 
 Without a target the exported handler is started once under RunPod's local API
 (`--rp_serve_api` on a free loopback port), sent the job on `/runsync`, and stopped. Not
@@ -16,10 +20,10 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from fastbackend.client import ApiClient, ClientError, JobResult, Mode, PayloadTooLarge, Target
-from fastbackend.display import ProgressLine, job_summary, prediction_table
+from fastbackend.display import ProgressLine, answer_table, job_summary
 from worker.config import RUN_LIMIT_BYTES, RUNSYNC_LIMIT_BYTES
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -31,20 +35,23 @@ def invoke_files(
     mode: Mode = Mode.SYNC,
     *,
     adapter: str | None = None,
-    top_k: int = 3,
+    op: str = "predict",
+    fields: dict[str, Any] | None = None,
     max_wait: float = 600,
     as_json: bool = False,
     root: Path | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Send image files as one `predict` job and print the prediction table (or the raw output).
+    """Send image files as one `predict` (or `embed`) job and print the answer's table (or the raw output).
 
     Args:
         images: PNG or JPEG files, sent base64-encoded in one job.
         target: an endpoint or a local API; None starts the handler under the local API once.
         mode: `/runsync` or `/run` + `/status` polling (API targets only).
-        adapter, top_k: the job's `adapter` and `top_k`.
+        adapter: the job's `adapter` (None: the base model).
+        op: "predict" (the served task's answer) or "embed" (one vector per image).
+        fields: the task's request fields to send (`top_k`, `candidate_labels`, `threshold` ...).
         max_wait: seconds to wait for the job to end before giving up (and cancelling it).
         as_json: print the worker's output as JSON instead of the table.
         root: the repository root, for the local run.
@@ -60,7 +67,7 @@ def invoke_files(
     if missing:
         print(f"error: no such image file: {', '.join(missing)}", file=err)
         return EXIT_REFUSED
-    job = build_payload([Path(p) for p in images], adapter=adapter, top_k=top_k)
+    job = build_payload([Path(p) for p in images], adapter=adapter, top_k=None, op=op, fields=fields)
 
     if target is None:
         return _invoke_locally(images, job, root or Path.cwd(), max_wait, as_json, out, err)
@@ -130,13 +137,13 @@ def _show(
                 file=err,
             )
         return EXIT_FAILED
-    if not isinstance(output, dict) or "predictions" not in output:
+    if not isinstance(output, dict) or not ("predictions" in output or "embeddings" in output):
         print(f"error: unexpected output: {str(output)[:500]}", file=err)
         return EXIT_FAILED
     if as_json:
         print(json.dumps(output, indent=2), file=out)
     else:
-        print(prediction_table([str(p) for p in images], output), file=out)
+        print(answer_table([str(p) for p in images], output), file=out)
     if result is not None:
         print(
             job_summary(result.job_id, mode.route, result.request_bytes, result.elapsed_s, dict(result.raw)), file=err

@@ -66,13 +66,25 @@ def encode_image_file(path: Path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def build_payload(images: Sequence[Path], adapter: str | None = None, top_k: int = 1) -> dict[str, Any]:
-    """A job body `{"input": {...}}` for a predict on image files."""
+def build_payload(
+    images: Sequence[Path],
+    adapter: str | None = None,
+    top_k: int | None = 1,
+    *,
+    op: str = "predict",
+    fields: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A job body `{"input": {...}}` for a predict (or `op`) on image files, with the task's `fields`
+    (a classifier's `top_k` unless None)."""
     encoded = [encode_image_file(p) for p in images]
-    body: dict[str, Any] = {"images": encoded[0] if len(encoded) == 1 else encoded, "top_k": top_k}
+    body: dict[str, Any] = {"images": encoded[0] if len(encoded) == 1 else encoded}
+    if op != "predict":
+        body["op"] = op
+    if top_k is not None:
+        body["top_k"] = top_k
     if adapter:
         body["adapter"] = adapter
-    return {"input": body}
+    return {"input": {**body, **(fields or {})}}
 
 
 def stop_process(process: subprocess.Popen) -> None:

@@ -181,9 +181,12 @@ def requests_page(requests: Iterable[type] | None = None) -> str:
     from worker.schema import DEFAULT_OP, REQUESTS
     from worker.tasks import TASKS
 
-    # `predict` once per task (worker/tasks: each task's request), then the task-neutral ops.
+    # `predict` once per task (worker/tasks: each task's request), then the task-neutral ops, then
+    # the `embed` requests of the tasks that extend it (zero-shot's texts).
     tasks = {task.request: name for name, task in TASKS.items()}
-    requests = requests if requests is not None else (*tasks, *REQUESTS[1:])
+    own_embed = {t.embed_request: n for n, t in TASKS.items() if t.embed_request is not REQUESTS[1]}
+    tasks.update(own_embed)
+    requests = requests if requests is not None else (*(t.request for t in TASKS.values()), *REQUESTS[1:], *own_embed)
     parts = []
     for model in requests:
         schema = model.model_json_schema()
@@ -205,7 +208,8 @@ def requests_page(requests: Iterable[type] | None = None) -> str:
         if not doc or doc.startswith("!!!"):
             raise ReferenceError(f"worker/schema.py: {model.__name__} has no docstring saying what `{op}` does")
         served = f", task {tasks[model]}" if model in tasks else ""
-        head = f"## `{op}`" + (f" (the default op{served})" if op == DEFAULT_OP else "") + f"\n\n{doc}\n\n"
+        shown = f" (the default op{served})" if op == DEFAULT_OP else (f" ({served[2:]})" if served else "")
+        head = f"## `{op}`{shown}\n\n{doc}\n\n"
         parts.append(head + (_table(("field", "type", "default", "what it does"), rows) if rows else "No fields.\n"))
     return (
         _stamp("worker/schema.py (the request models)")

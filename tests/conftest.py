@@ -42,14 +42,15 @@ def root() -> Path:
 
 
 def _demo_models_key() -> str:
-    """What the demo models depend on: notebook 00, the exported code, the ML stack's versions."""
+    """What the demo models depend on: notebook 00, the exported code, the runtime's pixel steps,
+    the ML stack's versions."""
     import hashlib
     from importlib.metadata import version
 
     from fastbackend.mainjob import DEMO_NOTEBOOK
 
     digest = hashlib.sha256((ROOT / DEMO_NOTEBOOK).read_bytes())
-    for path in sorted((ROOT / "exported").glob("*.py")):
+    for path in [*sorted((ROOT / "exported").glob("*.py")), ROOT / "worker/processors.py", ROOT / "worker/pixels.py"]:
         digest.update(path.name.encode() + path.read_bytes())
     digest.update(" ".join(version(p) for p in ("torch", "transformers", "peft", "safetensors")).encode())
     return digest.hexdigest()[:16]

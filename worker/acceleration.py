@@ -9,6 +9,8 @@ path is exercised on the development machines; the benchmarks show what they buy
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
 from typing import Any
 
 AUTOCAST_CHOICES = ("off", "float16", "bfloat16")
@@ -71,10 +73,11 @@ def compile_in_place(model: Any) -> Any:
     return model
 
 
-def autocast(setting: str, device: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for the forward (`float16`/`bfloat16`), or nothing (`off`)."""
+def precision(setting: str, device: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the forward's precision context, chosen once at setup: mixed precision
+    (`float16`/`bfloat16`, torch.autocast), or nothing (`off`)."""
     if setting == "off":
-        return contextlib.nullcontext()
+        return contextlib.nullcontext
     import torch
 
-    return torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, setting))
+    return functools.partial(torch.autocast, device_type=device.split(":")[0], dtype=getattr(torch, setting))

@@ -112,17 +112,17 @@ def off_cpu() -> Iterator[None]:
 
 
 class MicroBatcher:
-    """Runs `forward(inputs, adapter or one adapter per row, op) -> outputs` over batches gathered
-    from concurrent jobs."""
+    """Runs `run_batch(inputs, adapter or one adapter per row, op) -> outputs` (the served model's
+    forward, worker/models.py) over batches gathered from concurrent jobs."""
 
     def __init__(
         self,
-        forward: Callable[[Inputs, Any, str], Inputs],
+        run_batch: Callable[[Inputs, Any, str], Inputs],
         max_images: int,
         max_wait_ms: float,
         join: Callable[[str, str], str | None] = same_group,
     ) -> None:
-        self._forward = forward
+        self._run_batch = run_batch
         self._join = join
         self.max_images = max_images
         self.max_wait_s = max_wait_ms / 1000
@@ -141,8 +141,8 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._run, name="fastbackend-batcher", daemon=True)
         self._thread.start()
 
-    def forward(self, inputs: Inputs, adapter: str | None, op: str = "predict", group: str | None = None) -> Inputs:
-        """Blocking: submit and wait for this job's outputs (raises what the forward raised).
+    def outputs(self, inputs: Inputs, adapter: str | None, op: str = "predict", group: str | None = None) -> Inputs:
+        """Blocking: this job's rows of the outputs of the batch it joins (raises what the batch raised).
         `group`: the adapter's mix group (default: the adapter alone).
 
         A job alone (nothing queued, no other job that could still join) runs its forward in its
@@ -174,7 +174,7 @@ class MicroBatcher:
             return True
 
     def _run_batch_of_one(self, inputs: Inputs, adapter: str | None, op: str) -> Inputs:
-        outputs = self._forward(inputs, adapter, op)  # the model's own lock keeps forwards one at a time
+        outputs = self._run_batch(inputs, adapter, op)  # the model's own lock keeps forwards one at a time
         with self._lock:
             self._batch_sizes[_rows(inputs)] += 1
             self._queue_wait_ms.append(0.0)
@@ -263,7 +263,7 @@ class MicroBatcher:
                 adapters = {r.adapter for r in batch}
                 per_row = [r.adapter for r in batch for _ in range(r.images)]
                 adapter = batch[0].adapter if len(adapters) == 1 else per_row
-                outputs = self._forward(joined, adapter, batch[0].op)
+                outputs = self._run_batch(joined, adapter, batch[0].op)
             except BaseException as exc:  # the model failed: every job of this batch learns why
                 for request in batch:
                     request.future.set_exception(exc)

@@ -17,6 +17,8 @@ from worker.errors import ModelLoadFailed
 from worker.zero_shot import max_text_tokens, tokenizer_kwargs, too_many_tokens
 
 TEXT_TOWERS = ("text_model", "text_projection")  # CLIPModel's and SiglipModel's text-side modules
+# Packages a slow tokenizer may need that this project does not install, with what each brings along.
+TOKENIZER_PACKAGES = {"sentencepiece": ("protobuf",), "protobuf": ()}
 
 
 def load_tokenizer(base: Path) -> Any:
@@ -36,7 +38,14 @@ def load_tokenizer(base: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(base))
     except Exception as exc:  # transformers raises many types for a broken tokenizer; one line names it
-        raise ModelLoadFailed(f"{base}: tokenizer unreadable ({type(exc).__name__}: {str(exc)[:200]})") from None
+        said = " ".join(str(exc).split())
+        missing = [p for p in TOKENIZER_PACKAGES if p.lower() in said.lower()] if isinstance(exc, ImportError) else []
+        if missing:  # a hub SigLIP's SiglipTokenizer is a SentencePiece model (protobuf reads its files)
+            raise ModelLoadFailed(
+                f"{base}: its tokenizer needs {' and '.join(missing)}, not installed in this image: "
+                f"pip install {' '.join(dict.fromkeys((*missing, *TOKENIZER_PACKAGES[missing[0]])))}"
+            ) from None
+        raise ModelLoadFailed(f"{base}: tokenizer unreadable ({type(exc).__name__}: {said[:200]})") from None
 
 
 def _inner(model: Any) -> Any:

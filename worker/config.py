@@ -43,6 +43,17 @@ def production_mode(environ: Mapping[str, str] | None = None) -> bool:
     return bool((os.environ if environ is None else environ).get(PRODUCTION_ENV_VAR))
 
 
+# runpod's own bucket variables (runpod.serverless.utils.rp_upload reads them): with all three set, a
+# segmentation job may ask for `"output": "upload"`; without them nothing is uploaded.
+BUCKET_ENV_VARS = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
+
+
+def bucket_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """True where runpod's BUCKET_* variables are all set: uploads are on."""
+    env = os.environ if environ is None else environ
+    return all(env.get(name, "").strip() for name in BUCKET_ENV_VARS)
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the variable."""
 
@@ -354,6 +365,13 @@ class WorkerConfig:
         "several times faster on large JPEGs; pixels then differ slightly from the model's processor. off: exact.",
         label="Fast decode",
         choices=("off", "on"),
+    )
+    upload_bucket: str = setting(
+        "",
+        'The bucket `"output": "upload"` puts answers in (segmentation masks), through runpod\'s rp_upload with '
+        "its BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (uploads are off without "
+        "them); empty = rp_upload's default name (the month, MM-YY).",
+        label="Upload bucket",
     )
     task: str = setting(
         "",

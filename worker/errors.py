@@ -88,6 +88,11 @@ class ErrorCode(str, enum.Enum):
         "The answer would be over FASTBACKEND_MAX_OUTPUT_BYTES (RunPod fails to post results over about 20 "
         "MB); ask for fewer images or outputs.",
     )
+    UPLOAD_FAILED = (
+        "UPLOAD_FAILED",
+        'The bucket of `"output": "upload"` refused an object or could not be reached; the message names the '
+        "bucket and the storage error.",
+    )
     INTERNAL = (
         "INTERNAL",
         "An unexpected failure; the message names the exception type and the worker log has the traceback.",

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from worker import acceleration
+from worker import acceleration, lora_rows
 from worker.adapters import (
     BASE_GROUP,
     PRELOAD_ALL_LIMIT,
@@ -67,6 +67,8 @@ class ModelHost:
         self._attached: set[str] = set()  # keys attached to the model (peft's adapter names)
         self._lingering: list[str] = []  # no longer served, still attached: peft needs one adapter
         self._device = ""
+        self._precision: Any = contextlib.nullcontext  # the forward's autocast, chosen once by load_model
+        self.mix_path = ""  # how the last mixed batch ran (lora_rows.PATH, or peft's loop and why)
 
     # -- setup ---------------------------------------------------------------
     def device(self) -> str:
@@ -89,9 +91,14 @@ class ModelHost:
         if not Path(self.config.adapters_dir).is_dir():
             log_event("adapters.no_folder", logging.WARNING, path=self.config.adapters_dir, note="base alone for now")
 
+    def _select_task(self, base: Path) -> Any:
+        task = select_task(base, self.config.task, self.fns)
+        task.config = self.config
+        return task
+
     def load_processor(self, base: Path) -> None:
         """The task serving the base (worker/tasks), then its processor."""
-        task = self.task = self.task or select_task(base, self.config.task, self.fns)
+        task = self.task = self.task or self._select_task(base)
         task.load_processor(base)
         if self.config.fast_decode == "on":  # decode reduced, never below twice what the model's resize makes
 
@@ -114,9 +121,10 @@ class ModelHost:
         return self.task.labels if self.task else []
 
     def load_model(self, base: Path) -> None:
-        task = self.task = self.task or select_task(base, self.config.task, self.fns)
+        task = self.task = self.task or self._select_task(base)
         self.model = task.load_model(base, device=self.device(), dtype=self.config.dtype)
         self.model = acceleration.prepare(self.model, channels_last=self.config.channels_last, device=self.device())
+        self._precision = acceleration.precision(self.config.autocast, self.device())
         self.fingerprint = self.fns.model_fingerprint(base) if base.is_dir() else ""
 
     def scan_adapters(self) -> None:
@@ -179,7 +187,7 @@ class ModelHost:
         """One forward per loaded adapter (and the base), so the first job pays no lazy init."""
         blank = self.task.blank_inputs()
         for key in [None] if self.merged else [None, *(e.key for e in self.cache.entries.values())]:
-            self.forward(blank, key)
+            self.run_batch(blank, key)
 
     # -- serving -------------------------------------------------------------
     def validate(self, name: str | None) -> None:
@@ -305,10 +313,10 @@ class ModelHost:
         c = self.preprocess_config
         rows = np.random.default_rng(0).standard_normal((2, c.num_channels, c.height, c.width)).astype(np.float32)
         try:
-            mixed = self.forward({"pixel_values": rows}, [key, None])["logits"]
+            mixed = self.run_batch({"pixel_values": rows}, [key, None])["logits"]
         except Exception as exc:  # peft refuses: DoRA, a modules_to_save it cannot mix, a reshaped batch
             return False, f"peft cannot mix this adapter's layout: {type(exc).__name__}: {exc}"[:300]
-        one, base = self.forward({"pixel_values": rows[:1]}, key), self.forward({"pixel_values": rows[1:]}, None)
+        one, base = self.run_batch({"pixel_values": rows[:1]}, key), self.run_batch({"pixel_values": rows[1:]}, None)
         alone = np.concatenate([one["logits"], base["logits"]])
         scale = max(1.0, float(np.abs(alone).max()))
         if not np.abs(mixed - alone).max() <= MIX_TOLERANCE * scale:
@@ -330,15 +338,29 @@ class ModelHost:
                 self._attached.discard(key)
                 self._lingering = [k for k in self._lingering if k != key]
 
-    def forward(self, inputs: Arrays, adapter: str | None | list[str | None], op: str = "predict") -> Arrays:
+    def run_batch(self, inputs: Arrays, adapter: str | None | list[str | None], op: str = "predict") -> Arrays:
         """The task's outputs for `op` (predict: `task.forward`; embed: `task.embed`) on a batch of model
         inputs, through a loaded adapter key (None = the base), or one key per row (a mixed batch of a
-        classifier's predict)."""
+        classifier's predict): the model's forward, one batch at a time, under the configured precision."""
         if isinstance(adapter, list) and len(set(adapter)) == 1:
             adapter = adapter[0]
         run = self.task.embed if op == "embed" else self.task.forward
-        with self.lock, acceleration.autocast(self.config.autocast, self.device()):
+        with self.lock, self._precision():
+            if isinstance(adapter, list) and not self.merged:
+                try:  # one pass per layer (worker/lora_rows.py); the model's active adapter stays as it is
+                    with lora_rows.one_adapter_per_row(self.model, adapter):
+                        outputs = run(self.model, inputs, self.model.active_adapter)
+                    self.mix_path = lora_rows.PATH
+                    return outputs
+                except lora_rows.Unsupported as exc:
+                    self.mix_path = f"{lora_rows.FALLBACK}: {exc}"
             return run(self.model, inputs, None if self.merged else adapter)
+
+    def embed_texts(self, texts: list[str], adapter: str | None) -> Any:
+        """(len(texts), D) text embeddings of a CLIP-family task through a loaded adapter key (not
+        micro-batched: the text tower runs once per job)."""
+        with self.lock, self._precision():
+            return self.task.embed_texts(self.model, texts, None if self.merged else adapter)
 
     def cache_state(self) -> dict[str, Any]:
         with self._state:
@@ -372,7 +394,7 @@ class ModelHost:
             {"modules_to_save": list(layout[0]), "dora": layout[1], "mixed": mixes, **({"reason": why} if why else {})}
             for layout, (mixes, why) in self._layouts.items()
         ]
-        return {"enabled": True, "reason": None, "layouts": layouts}
+        return {"enabled": True, "reason": None, "layouts": layouts, "path": self.mix_path or None}
 
     def release_cuda_cache(self) -> None:
         """Return cached CUDA blocks to the driver once they pass the configured limit."""

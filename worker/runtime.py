@@ -1,10 +1,12 @@
-"""The worker: explicit one-time setup, then a thin `handle(job)` over pure steps.
+"""The worker: explicit one-time setup, then `handle(job)`, which reads top-down.
 
     setup:  config -> load base -> preload adapters -> warm-up forward   (before start())
     handle: payload size -> parse input -> batch size -> admit -> op -> check output -> answer
 
-`handle` never raises and always returns a JSON-serialisable dict: a success body, or the
-one error shape of worker.errors (with `refresh_worker` when the worker must be recycled).
+The image ops (predict, embed, preprocess) are worker/imageops.py's; the reports (health, metrics,
+adapters, ping, echo) are the Worker's own methods below. `handle` never raises and always returns
+a JSON-serialisable dict: a success body, or the one error shape of worker.errors (with
+`refresh_worker` when the worker must be recycled).
 """
 
 from __future__ import annotations
@@ -17,65 +19,34 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from worker.adapters import join_group
-from worker.batching import MicroBatcher, Ticket, off_cpu
-from worker.budgets import PixelBudget, SourceBytes
-from worker.config import ENV_VARS, ConfigError, WorkerConfig, production_mode
+from worker import __version__
+from worker.adapters import join_group, scan_adapter_folders
+from worker.batching import MicroBatcher, Ticket
+from worker.config import ConfigError, WorkerConfig, production_mode
 from worker.contract import NotebookFunctions
 from worker.errors import ErrorCode, WorkerError, classify, error_response
-from worker.limits import check_batch, check_output, check_payload
+from worker.imageops import ImageOps
+from worker.limits import Admission, PixelBudget, SourceBytes, check_batch, check_output, check_payload
 from worker.models import ModelHost
-from worker.ops import OPERATIONS
-from worker.progress import reporter_for, reporting
-from worker.schema import OPS, PredictInput, parse_input, requested_op
+from worker.schema import OPS, EchoInput, parse_input, requested_op
 from worker.sources import holding_sources
 from worker.startup import BackgroundImport, process_age_ms, settle_gc
-from worker.tasks import Arrays
-from worker.telemetry import Metrics, configure_logging, log_event, ms_since, route_sdk_logs, rss_mb
-
-
-class Admission:
-    """Caps jobs in flight and images queued in this worker. A job over a cap waits for room, up to
-    `wait_s` (without its CPU slot), then is refused: on RunPod a job already taken from the queue
-    and refused is a FAILED job, so a valid one waits instead."""
-
-    def __init__(self, max_jobs: int, max_images: int, wait_s: float = 0.0) -> None:
-        self.max_jobs, self.max_images, self.wait_s = max_jobs, max_images, wait_s
-        self.jobs = self.images = 0
-        self._room = threading.Condition()
-
-    def _enter(self, images: int) -> bool:
-        if self.jobs >= self.max_jobs or self.images + images > self.max_images:
-            return False
-        self.jobs += 1
-        self.images += images
-        return True
-
-    @contextlib.contextmanager
-    def admit(self, images: int) -> Iterator[None]:
-        with self._room:
-            admitted = self._enter(images)
-        if not admitted and self.wait_s > 0:
-            with off_cpu(), self._room:  # the slot is taken back after the lock is let go
-                admitted = self._room.wait_for(lambda: self._enter(images), timeout=self.wait_s)
-        if not admitted:
-            raise WorkerError(
-                ErrorCode.RATE_LIMITED,
-                f"worker busy ({self.jobs} jobs, {self.images} images in flight; caps {self.max_jobs} and "
-                f"{self.max_images}; waited {self.wait_s:g} s, {ENV_VARS['max_admission_wait_ms']}); retry shortly",
-            )
-        try:
-            yield
-        finally:
-            with self._room:
-                self.jobs -= 1
-                self.images -= images
-                self._room.notify_all()
+from worker.telemetry import (
+    Metrics,
+    configure_logging,
+    log_event,
+    ms_since,
+    reporter_for,
+    reporting,
+    route_sdk_logs,
+    rss_mb,
+)
 
 
 def _usable_cpus() -> int:
@@ -87,6 +58,12 @@ def _usable_cpus() -> int:
 def _image_count(raw: Any) -> int:
     images = raw.get("images") if isinstance(raw, dict) else None
     return len(images) if isinstance(images, list) else int(images is not None)
+
+
+def _has_sources(raw: Any) -> bool:
+    """True when the (validated) input names an image by url or path rather than sending it."""
+    images = raw.get("images") if isinstance(raw, dict) else None
+    return any(isinstance(item, dict) for item in (images if isinstance(images, list) else [images]))
 
 
 class Worker:
@@ -107,7 +84,19 @@ class Worker:
         self.source_bytes = SourceBytes(0)  # url/path bytes held by the jobs in flight; sized by setup()
         self._executor: ThreadPoolExecutor | None = None
         self.image_pool: ThreadPoolExecutor | None = None  # decodes a job's images in parallel
+        self.images: ImageOps | None = None  # predict, embed, preprocess; set by setup()
         self.production = False  # set by setup(): progress updates only where RunPod takes them
+        # op (worker/schema.py names them) -> (what answers it, whether it needs the model loaded)
+        self.operations: dict[str, tuple[Callable[[Any], dict[str, Any]], bool]] = {
+            "predict": (lambda request: self.images.predict(request), True),
+            "embed": (lambda request: self.images.embed(request), True),
+            "preprocess": (lambda request: self.images.preprocess(request), True),
+            "adapters": (self.adapters, True),
+            "health": (self.health, False),
+            "metrics": (self.metrics_report, False),
+            "ping": (self.ping, False),
+            "echo": (self.echo, False),
+        }
 
     # -- setup ---------------------------------------------------------------
     def setup(self, config: WorkerConfig | None = None) -> Worker:
@@ -138,13 +127,14 @@ class Worker:
         if threads > 1:
             self.image_pool = ThreadPoolExecutor(threads, thread_name_prefix="fastbackend-image")
         if config.concurrency > 1:
-            self.batcher = MicroBatcher(host.forward, config.max_batch, config.max_batch_wait_ms, join=join_group)
+            self.batcher = MicroBatcher(host.run_batch, config.max_batch, config.max_batch_wait_ms, join=join_group)
             self._executor = ThreadPoolExecutor(config.concurrency, thread_name_prefix="fastbackend-job")
             # Start every job thread now: a thread started during a burst releases the GIL while
             # it starts, and its job could reach the batcher before the burst's others are counted.
             started = threading.Barrier(config.concurrency)
             for _ in range(config.concurrency):
                 self._executor.submit(started.wait, 10)
+        self.images = ImageOps(config, host, self.pixel_budget, self.image_pool, self.batcher)
         timings["total_ms"] = round(sum(timings.values()), 3)
         timings["process_to_setup_ms"] = setup_at
         timings["process_to_ready_ms"] = process_age_ms()
@@ -184,13 +174,6 @@ class Worker:
         concurrency = self.config.concurrency if self.config else 1
         return {"concurrency_modifier": lambda current: concurrency}
 
-    def forward(self, inputs: Arrays, adapter: str | None, op: str = "predict", group: str | None = None) -> Arrays:
-        """One job's outputs for `op` through a loaded adapter key (`host.serving`); through the
-        micro-batcher, mixed with other jobs of the same mix `group`, when jobs overlap."""
-        if self.batcher is None:
-            return self.host.forward(inputs, adapter, op)
-        return self.batcher.forward(inputs, adapter, op, group)
-
     # -- jobs ----------------------------------------------------------------
     async def handle_async(self, job: Any) -> dict[str, Any]:
         """`handle` off the event loop, so concurrent jobs overlap and meet in the micro-batcher.
@@ -228,8 +211,8 @@ class Worker:
                 op = requested_op(raw)
             check_payload(raw, config.max_payload_bytes)
             task = self.host.task
-            request = parse_input(raw, task.request if task else PredictInput)
-            run, needs_model = OPERATIONS[request.op]
+            request = parse_input(raw, task.request, task.embed_request) if task else parse_input(raw)
+            run, needs_model = self.operations[request.op]
             if needs_model and not self.ready:
                 raise WorkerError(ErrorCode.MODEL_NOT_READY, "the model is not loaded yet (setup has not finished)")
             images = _image_count(raw)
@@ -241,8 +224,10 @@ class Worker:
                 min_images=config.progress_min_images,
                 interval_ms=config.progress_interval_ms,
             )
-            with self.admission.admit(images), reporting(progress), holding_sources(config, self.source_bytes):
-                body = {"status": "success", "op": request.op, **run(self, request)}
+            # url/path items are read under the job's source budget (worker/sources.py); base64 needs none
+            sources = holding_sources(config, self.source_bytes) if _has_sources(raw) else contextlib.nullcontext()
+            with self.admission.admit(images), reporting(progress), sources:
+                body = {"status": "success", "op": request.op, **run(request)}
             if isinstance(body.get("timings"), dict):
                 body["timings"]["total_ms"] = ms_since(started)
             check_output(body, config.max_output_bytes)
@@ -284,3 +269,75 @@ class Worker:
             **({"refresh_worker": True} if over else {}),
         )
         return over
+
+    # -- reports (ops that read the worker, not images) ------------------------
+    def adapters(self, request: Any) -> dict[str, Any]:
+        """A full scan of the adapters folder now (the one op that reads every folder)."""
+        host = self.host
+        loaded = set(host.cache_state()["loaded"])
+        if host.merged:
+            served, skipped = [{"name": host.merged, "task": "", "description": "merged", "loaded": True}], []
+        else:
+            registry, found_skipped = scan_adapter_folders(
+                Path(host.config.adapters_dir), host.fns, host.config.base_model
+            )
+            refused = {s.name: s for s in host.refusals() if s.name in registry}
+            served = [
+                {"name": e.name, "task": e.task, "description": e.description, "loaded": e.name in loaded}
+                for e in registry.values()
+                if e.name not in refused
+            ]
+            skipped = [*found_skipped, *refused.values()]
+        return {
+            "adapters": served,
+            "merged": host.merged or None,
+            "skipped": [{"name": s.name, "path": s.path, "reason": s.reason} for s in skipped],
+        }
+
+    def health(self, request: Any) -> dict[str, Any]:
+        c, host = self.config, self.host
+        return {
+            "ready": self.ready,
+            "version": __version__,
+            "base_model": c.base_model,
+            "task": host.task.describe() if host.task else {"name": c.task or None},
+            "base_fingerprint": host.fingerprint or None,
+            "device": host.device() if self.ready else c.device,
+            "dtype": c.dtype,
+            "startup_ms": self.startup_ms,
+            "adapter_cache": host.cache_state(),
+            "adapter_mixing": host.mixing_state() if self.ready else None,
+            "limits": {
+                "max_payload_bytes": c.max_payload_bytes,
+                "max_image_bytes": c.max_image_bytes,
+                "max_image_side": c.max_image_side,
+                "max_image_pixels": c.max_image_pixels,
+                "max_jpeg_scans": c.max_jpeg_scans,
+                "max_job_pixels": c.max_job_pixels,
+                "max_worker_pixels": c.max_worker_pixels,
+                "max_decode_ms": c.max_decode_ms,
+                "max_batch": c.max_batch,
+                "max_output_bytes": c.max_output_bytes,
+            },
+            "concurrency": {
+                "concurrency": c.concurrency,
+                "max_jobs_in_flight": c.jobs_in_flight_limit,
+                "max_queued_images": c.max_queued_images,
+            },
+            "decoding": {**self.pixel_budget.state(), **self.source_bytes.state()},
+            "batching": {
+                "enabled": self.batcher is not None,
+                "max_batch_images": c.max_batch,
+                "max_batch_wait_ms": c.max_batch_wait_ms,
+            },
+        }
+
+    def metrics_report(self, request: Any) -> dict[str, Any]:
+        batching = self.batcher.stats() if self.batcher else None
+        return {**self.metrics.snapshot(), "adapter_cache": self.host.cache_state(), "batching": batching}
+
+    def ping(self, request: Any) -> dict[str, Any]:
+        return {"pong": True, "ready": self.ready}
+
+    def echo(self, request: EchoInput) -> dict[str, Any]:
+        return {"payload": request.payload}

@@ -177,8 +177,9 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     return field, f"{field}: {error['msg']}"
 
 
-def parse_input(raw: Any, predict: type[PredictInput] = PredictInput) -> _Input:
-    """Validate `job["input"]` into one of the request models; `predict` is the served task's request.
+def parse_input(raw: Any, predict: type[PredictInput] = PredictInput, embed: type[EmbedInput] = EmbedInput) -> _Input:
+    """Validate `job["input"]` into one of the request models; `predict` and `embed` are the served
+    task's requests for those ops.
 
     Raises:
         WorkerError: INVALID_INPUT (naming the field) or UNKNOWN_OP.
@@ -190,7 +191,7 @@ def parse_input(raw: Any, predict: type[PredictInput] = PredictInput) -> _Input:
     op = requested_op(raw)
     if not isinstance(op, str):
         raise WorkerError(ErrorCode.INVALID_INPUT, f"op must be a string, got {type(op).__name__}", field="op")
-    model = predict if op == DEFAULT_OP else MODELS.get(op)
+    model = {DEFAULT_OP: predict, "embed": embed}.get(op) or MODELS.get(op)
     if model is None:
         shown = op if len(op) <= 40 else op[:40] + "..."
         raise WorkerError(ErrorCode.UNKNOWN_OP, f"unknown op {shown!r}; known: {', '.join(OPS)}", field="op")

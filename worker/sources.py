@@ -43,14 +43,13 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from worker.batching import off_cpu
-from worker.budgets import SourceBytes
-from worker.config import ENV_VARS
+from worker.config import ENV_VARS, WorkerConfig
 from worker.errors import ErrorCode, WorkerError
 from worker.fetch import FetchClock, open_response, resolve_in_time
-from worker.progress import report
+from worker.limits import SourceBytes
 from worker.source_rules import (
     FetchFailed,
     Resolver,
@@ -65,9 +64,7 @@ from worker.source_rules import (
     system_resolver,
     url_syntax_problem,
 )
-
-if TYPE_CHECKING:
-    from worker.config import WorkerConfig
+from worker.telemetry import report
 
 MAX_REDIRECTS = 3
 MAX_PARALLEL_FETCHES = 8  # URLs of one job fetched at once

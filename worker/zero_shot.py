@@ -201,7 +201,8 @@ def too_many_tokens(lengths: Sequence[int], limit: int, field: str = "candidate_
         if limit and length > limit:
             return WorkerError(
                 ErrorCode.INVALID_INPUT,
-                f"{field}[{index}]: {length} tokens with the template; the model reads at most {limit}",
+                f"{field}[{index}]: {length} tokens{' with the template' if field == 'candidate_labels' else ''}; "
+                f"the model reads at most {limit}",
                 field=f"{field}[{index}]",
             )
     return None

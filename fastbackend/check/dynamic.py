@@ -3,7 +3,9 @@
 1. `--test_input '<job>'`: the process must exit 0 (the SDK exits 1 when the job failed).
 2. `--rp_serve_api` on a free loopback port: /runsync with the test job (cold start: spawn to
    first answer), /run + /status, an oversized payload (over RunPod's 20 MB /runsync limit), two
-   malformed ones, then warm /runsync requests (they also prove the worker survived).
+   malformed ones, and for a FastBackend handler (its `health` op names the task it serves) the
+   test job with each of that task's own request fields of the wrong type, then warm /runsync
+   requests (they also prove the worker survived).
 """
 
 from __future__ import annotations
@@ -142,6 +144,27 @@ def _malformed(job: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [("empty input `{}`", {"input": {}}), ("every field of the test input of the wrong type", {"input": wrong})]
 
 
+def _served_task(server: LocalServer, timeout: float) -> str | None:
+    """The task a FastBackend handler serves (its `health` op); None for any other handler."""
+    answer = _post(server, "/runsync", {"input": {"op": "health"}}, timeout)
+    output = answer.body.get("output") if isinstance(answer.body, dict) else None
+    task = output.get("task") if isinstance(output, dict) else None
+    return task.get("name") if isinstance(task, dict) and isinstance(task.get("name"), str) else None
+
+
+def _task_malformed(job: dict[str, Any], task: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """The test job with each of the served task's own request fields (worker/tasks) of the wrong type."""
+    from worker.tasks import TASKS
+
+    if task not in TASKS or not isinstance(job.get("input"), dict):
+        return []
+    fields = [f for f in TASKS[task].request.model_fields if f not in ("images", "adapter", "op")]
+    return [
+        (f"{task}'s field `{f}` of the wrong type", {"input": {**job["input"], f: {"unexpected": [None, 1.5]}}})
+        for f in fields
+    ]
+
+
 def _streamed_error(output: Any) -> str | None:
     # On RunPod a yielded dict with an `error` ends a streaming job as FAILED (rp_job.handle_job);
     # the local API only aggregates the chunks, so read it the way production does.
@@ -206,7 +229,8 @@ def _serve(command: HandlerCommand, options: RunOptions, rec: _Recorder) -> None
             detail,
             "run-oversize",
         )
-        for label, bad in _malformed(job):
+        task = _served_task(server, options.timeout_s)
+        for label, bad in [*_malformed(job), *_task_malformed(job, task)]:
             answer = _post(server, "/runsync", bad, options.timeout_s)
             verdict, detail = _rejected(answer)
             rec.probe(

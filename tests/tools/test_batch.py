@@ -339,3 +339,37 @@ def test_a_clients_mistake_on_one_image_fails_that_image_only_and_is_not_retried
     assert [row["path"] for row in invalid] == [keys[fake.jobs["job-1"]["input"]["images"][1]]]
     assert invalid[0]["attempt"] == 1 and not summary.retries, summary.retries
     assert summary.failed_by_code == {"INVALID_INPUT": 1, "IMAGE_DECODE_FAILED": 1}
+
+
+def test_embed_writes_every_vector_to_jsonl_and_npy_in_dataset_order(dataset, tmp_path, monkeypatch, capsys):
+    """`--op embed --npy`: each image's vector as the worker answered it (base64 float32, decoded
+    exactly) in the JSONL and as one row of the (N, D) array, in the dataset's order beside
+    `.paths.txt`; the image that failed is left out of the array, and a rerun writes the same array."""
+    from fixtures.fake_runpod import fake_vector
+
+    from worker.datasets import load_dataset
+
+    root, keys = dataset
+    fake, server = start(Faults())
+    monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
+    monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", fake.url)
+    out, npy = tmp_path / "v.jsonl", tmp_path / "v.npy"
+    args = ["batch", str(root), "--endpoint", ENDPOINT, "--out", str(out), "--no-progress", "--op", "embed"]
+    try:
+        assert main([*args, "--npy", str(npy)]) == 1  # broken.png failed
+        first = np.load(npy)
+        assert main([*args, "--npy", str(npy)]) == 1 and np.array_equal(np.load(npy), first), "a rerun, same array"
+        assert main(["batch", str(root), "--endpoint", ENDPOINT, "--out", str(out), "--npy", str(npy)]) == 2
+    finally:
+        server.shutdown()
+    assert "--npy needs --op embed" in capsys.readouterr().err
+    by_key = {key: image for image, key in keys.items()}
+    order = [item.path.relative_to(root).as_posix() for item in load_dataset(root).items]
+    paths = npy.with_suffix(".paths.txt").read_text().split()
+    assert paths == [key for key in order if key != "class0/broken.png"]
+    assert first.dtype == np.float32 and first.shape == (N_IMAGES - 1, 4)
+    expected = np.array([fake_vector(by_key[key]) for key in paths], dtype=np.float32)
+    assert np.array_equal(first, expected), "the vectors as answered, in the dataset's order"
+    rows = {row["path"]: row for row in lines(out)}
+    assert rows["class0/broken.png"]["code"] == "IMAGE_DECODE_FAILED" and rows["class0/broken.png"]["embedding"] is None
+    assert np.array_equal(np.array(rows[paths[0]]["embedding"], dtype=np.float32), expected[0])

@@ -100,6 +100,10 @@ def test_generated_handler_scores_ten_with_run(models_dir, monkeypatch) -> None:
     assert [f.to_json() for f in report.findings] == []
     assert all(p.passed for p in report.probes), [p.to_json() for p in report.probes]
     assert report.score == 10.0 and report.verdict == "GO"
+    # the check knows the served task's request: each of its own fields of the wrong type, refused naming it
+    for field in ("top_k", "return_logits"):
+        task_probe = probe(report, f"malformed payload: image-classification's field `{field}`")
+        assert task_probe.detail.startswith(f"FAILED: INVALID_INPUT: {field}"), task_probe.detail
 
 
 def test_a_handler_failing_its_own_test_job_is_no_go_and_was_answered() -> None:

@@ -12,7 +12,7 @@ from fixtures.fake_runpod import API_KEY, ENDPOINT, FakeRunPod, serve
 
 from fastbackend.cli import main
 from fastbackend.client import ApiClient, ClientError, Mode, PayloadTooLarge, Target, check_request_size, encode_job
-from fastbackend.display import ProgressLine, prediction_table
+from fastbackend.display import ProgressLine, answer_table
 from worker.config import RUN_LIMIT_BYTES, RUNSYNC_LIMIT_BYTES
 
 _OVERHEAD = len(encode_job({"input": {"images": ""}}))
@@ -195,7 +195,7 @@ def test_progress_redraws_one_line_on_a_terminal_and_logs_only_changes_elsewhere
     assert tty.getvalue().count("\r") == 4 and tty.getvalue().endswith("\n")
 
 
-def test_prediction_table_has_a_row_per_image_and_a_summary():
+def test_answer_table_has_a_row_per_image_and_a_summary():
     output = {
         "adapter": None,
         "timings": {"total_ms": 3.25},
@@ -204,7 +204,7 @@ def test_prediction_table_has_a_row_per_image_and_a_summary():
             {"label": "1", "score": 0.5, "top_k": [{"label": "1", "score": 0.5}]},
         ],
     }
-    lines = prediction_table(["a.png", "dir/b.png"], output).splitlines()
+    lines = answer_table(["a.png", "dir/b.png"], output).splitlines()
     assert lines[0].split() == ["image", "label", "score", "top-k"] and set(lines[1]) <= {"-", " "}
     assert lines[2].split()[:3] == ["a.png", "6", "0.988"] and lines[2].endswith("6 0.988, 5 0.010")
     assert lines[3].split()[:3] == ["dir/b.png", "1", "0.500"]
@@ -277,3 +277,18 @@ def test_the_api_key_is_not_sent_to_another_host_on_redirect():
     finally:
         server.shutdown()
     assert seen == {"/landed": None, "/landed-here": "Bearer secret"}
+
+
+def test_local_invoke_of_embed_and_of_a_task_field(local_api, tmp_path, capsys):
+    path = tmp_path / "six.png"
+    path.write_bytes(base64.b64decode(digit("digits", 0)[0]))
+    assert main(["invoke", str(path), "--local", local_api.url, "--op", "embed", "--normalize", "--json"]) == 0
+    output = json.loads(capsys.readouterr().out)
+    assert output["op"] == "embed" and output["normalized"] is True and len(output["embeddings"]) == 1
+    assert abs(sum(v * v for v in output["embeddings"][0]) - 1) < 1e-5
+    assert main(["invoke", str(path), "--local", local_api.url, "--op", "embed", "--encoding-format", "base64"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(str(path)))
+    assert row.split()[1:3] == [str(output["dimensions"]), "base64"]
+    # a field the served task (image-classification) does not take is refused, naming it
+    assert main(["invoke", str(path), "--local", local_api.url, "--threshold", "0.5"]) == 1
+    assert "INVALID_INPUT: unknown key 'threshold'" in capsys.readouterr().err

@@ -22,6 +22,7 @@ def test_the_demo_models_are_served_faithfully(models_dir, capsys):
     assert code == 0, out + err
     assert "ViTForImageClassification (model_type vit)" in out and "ViTImageProcessor: L 16x16" in out
     assert "labels        10: 0, 1, 2, 3, 4, ..." in out
+    assert "image-classification (from config.json's architectures)" in out  # the task, and why
     adapters = sorted(p.name for p in (models_dir / "adapters").iterdir())
     for name in adapters:
         assert f"\n{name} " in out and "the base fingerprint in fastbackend.json matches" in out

@@ -1,4 +1,5 @@
-"""The `evaluate` pipeline records, for each adapter, the accuracy 02_inference.ipynb shows.
+"""The `evaluate` pipeline records, for each adapter, the accuracy 02_inference.ipynb shows, and the
+recall@1/@5 of the demo base's embeddings on the held-out digits.
 
 "Shows" is what the notebook records when run as a user runs it (defaults: every adapter at
 once); the pipeline runs it once per adapter (a sweep of `adapter`). Any difference is a bug:
@@ -41,6 +42,8 @@ def test_evaluate_records_the_accuracy_the_inference_notebook_shows(root, models
             assert recorded[metric] == shown[metric], (adapter, metric)
         assert recorded[f"{adapter}/adapter_accuracy"] > recorded[f"{adapter}/base_accuracy"]
         assert sorted(p.name for p in result.run_dir.glob("*.ipynb")) == ["01_preprocess.ipynb", "02_inference.ipynb"]
+        # the demo base's embeddings separate the held-out digits (as the served `embed` op answers them)
+        assert recorded["embedding_recall_at_1"] >= 0.9 and recorded["embedding_recall_at_5"] >= 0.9, recorded
 
 
 def test_the_base_alone_is_one_parameter(root, models_dir, tmp_path):
@@ -55,3 +58,7 @@ def test_the_base_alone_is_one_parameter(root, models_dir, tmp_path):
     )
     assert "base_accuracy" in done.metrics
     assert not [key for key in done.metrics if "/" in key], done.metrics
+    # and, by default, the recall of the demo base's embeddings: held-out digits against training ones
+    assert done.metrics["embedding_recall_at_1"] >= 0.9, done.metrics
+    assert done.metrics["embedding_recall_at_5"] >= done.metrics["embedding_recall_at_1"]
+    assert done.metrics["embedding_dimensions"] == 64

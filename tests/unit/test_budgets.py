@@ -1,4 +1,4 @@
-"""The decode budgets (worker/budgets.py): per job, per worker across jobs, and wall-clock time."""
+"""The decode budgets (worker/limits.py): per job, per worker across jobs, and wall-clock time."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from worker.budgets import Deadline, PixelBudget, check_job_pixels
 from worker.errors import ErrorCode, WorkerError
+from worker.limits import Deadline, PixelBudget, check_job_pixels
 
 
 def code_of(call) -> ErrorCode:
@@ -52,7 +52,7 @@ def test_a_job_over_a_cap_waits_for_room_then_is_refused(kind):
     """Issue 24 item 6: on RunPod a taken job that is refused is FAILED, so it waits (bounded)."""
     import threading
 
-    from worker.runtime import Admission
+    from worker.limits import Admission
 
     if kind == "admission":
         waiting, quick = Admission(1, 10, wait_s=5), Admission(1, 10, wait_s=0.2)

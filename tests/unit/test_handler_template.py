@@ -67,3 +67,15 @@ def test_renamed_function_fails_naming_it(tmp_path):
     nbformat.write(nb, path)
     with pytest.raises(ExportError, match=r"'build_eval_transform': notebooks/01_preprocess.ipynb defined it"):
         export(root)
+
+
+def test_the_handler_docstring_lists_every_op_and_every_tasks_fields():
+    import exported.handler
+    from worker.schema import OPS
+    from worker.tasks import TASKS
+
+    doc = exported.handler.__doc__
+    assert all(f'"op": "{op}"' in doc for op in OPS), [op for op in OPS if f'"op": "{op}"' not in doc]
+    for name, task in TASKS.items():
+        line = next(line for line in doc.splitlines() if line.strip().startswith(f"{name}:"))
+        assert all(f'"{f}"' in line for f in task.request.model_fields if f not in ("images", "adapter", "op"))

@@ -2,9 +2,9 @@
 
 A cycle hidden behind an import inside a function still ties two modules together: neither can
 be read, tested or moved without the other. The graph is built from the source with `ast`, so
-every `import` counts wherever it sits (module level, function body), except under
-`if TYPE_CHECKING:`: those never run, and annotating `ops.predict(worker: Worker)` while runtime.py
-dispatches to ops is a reference for readers, not a dependency of the code.
+every `import` counts wherever it sits (module level, function body, and `if TYPE_CHECKING:`:
+an annotation that names a module above this one is a reader's dependency on it, the way the
+ops once took the Worker that dispatched to them).
 """
 
 from __future__ import annotations
@@ -50,26 +50,6 @@ def _targets(node: ast.AST, module: str, is_package: bool, known: set[str]) -> s
     return found
 
 
-def _is_type_checking(node: ast.AST) -> bool:
-    test = getattr(node, "test", None)
-    return isinstance(node, ast.If) and (
-        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-    )
-
-
-def _runtime_nodes(tree: ast.AST):
-    """Every node that can run: all of the tree but the bodies of `if TYPE_CHECKING:`."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        if _is_type_checking(node):
-            stack.extend(node.orelse)
-        else:
-            stack.extend(ast.iter_child_nodes(node))
-
-
 def import_graph() -> dict[str, set[str]]:
     modules = project_modules()
     known = set(modules)
@@ -77,7 +57,7 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         edges = set()
-        for node in _runtime_nodes(tree):
+        for node in ast.walk(tree):
             edges |= _targets(node, name, path.name == "__init__.py", known)
         graph[name] = edges - {name}
     return graph
@@ -136,7 +116,8 @@ def test_no_import_cycles_among_project_modules():
     )
 
 
-def test_type_checking_imports_are_annotations_not_edges():
-    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nelse:\n    import b\n")
-    names = {alias.name for node in _runtime_nodes(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert names == {"b"}
+def test_type_checking_imports_are_edges():
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from a import b\n"
+    nodes = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)]
+    assert {t for node in nodes for t in _targets(node, "c", False, {"a", "c"})} == {"a"}
+    assert find_cycles({"a": {"c"}, "c": {"a"}}) == [["a", "c"]]

@@ -64,7 +64,7 @@ def test_a_jobs_images_come_back_in_order_whatever_the_threads(tmp_path, threads
 
 def test_thumbnails_decode_inline_and_photos_on_the_pool(tmp_path):
     """Issue 24 item 13: the thread hops cost a job of small images more than a second core gives."""
-    from worker.ops import PARALLEL_DECODE_MIN_PIXELS
+    from worker.imageops import PARALLEL_DECODE_MIN_PIXELS
 
     worker = gray_levels_worker(tmp_path, 4)
     for size, on_pool in (((8, 8), False), (BIG, True)):
@@ -137,7 +137,7 @@ def test_fast_decode_setting_is_refused_in_one_line_naming_it():
 def test_gpu_settings_off_on_cpu_leave_the_forward_alone():
     assert acceleration.wants_channels_last("auto", model=None, device="cpu") is False
     assert acceleration.wants_channels_last("off", model=None, device="cuda") is False
-    with acceleration.autocast("off", "cpu"):
+    with acceleration.precision("off", "cpu")():
         pass
 
 

@@ -1,4 +1,5 @@
-"""The exported preprocessing against transformers' own image processors (PIL backend), model-free.
+"""The runtime's processor engine (worker/processors.py, worker/pixels.py) against transformers' own image
+processors (PIL backend), model-free.
 
 Each case is a processor type with the fields a real model folder holds; random 8-bit images of
 awkward shapes (portrait, very wide, smaller than the crop) go through both. The numbers must agree
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from exported.preprocess import PROCESSOR_DEFAULTS, build_eval_transform, build_preprocess_config
+from worker.pixels import preprocess_image, to_model_mode
+from worker.processors import PROCESSOR_DEFAULTS, build_preprocess_config
 
 CASES = {
     "vit-64": ("ViTImageProcessor", {"size": {"height": 64, "width": 48}}, 3),
@@ -51,14 +53,13 @@ def reference(kind: str, fields: dict):
 def test_same_pixels_as_transformers(name):
     kind, fields, channels = CASES[name]
     config = build_preprocess_config({"image_processor_type": kind, **fields}, {"num_channels": channels})
-    transform = build_eval_transform(config)
     processor = reference(kind, fields)
     rng = np.random.default_rng(0)
     mode = "RGB" if channels == 3 else "L"
     for height, width in SHAPES:
         shape = (height, width, 3) if channels == 3 else (height, width)
         image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
-        ours = transform(image)
+        ours = preprocess_image(image, config)
         theirs = processor(image, return_tensors="np")["pixel_values"][0]
         assert ours.shape == theirs.shape == (channels, config.height, config.width), (name, height, width)
         assert np.abs(ours - theirs).max() <= 1e-6, (name, height, width, np.abs(ours - theirs).max())
@@ -110,8 +111,6 @@ def test_convnext_without_shortest_edge_is_refused():
 
 def test_rgba_is_composited_on_white_as_convert_to_rgb():
     from transformers.image_transforms import convert_to_rgb
-
-    from exported.preprocess import to_model_mode
 
     rgba = Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 7, 4), dtype=np.uint8), "RGBA")
     assert np.array_equal(np.asarray(to_model_mode(rgba, 3)), convert_to_rgb(rgba, return_numpy=True))

@@ -1,9 +1,9 @@
-"""Progress updates of long jobs (worker/progress.py): who gets a reporter, and the bounded rate."""
+"""Progress updates of long jobs (worker/telemetry.py): who gets a reporter, and the bounded rate."""
 
 from __future__ import annotations
 
 from worker.config import WorkerConfig, production_mode
-from worker.progress import ProgressReporter, report, reporter_for, reporting
+from worker.telemetry import ProgressReporter, report, reporter_for, reporting
 
 JOB = {"id": "job-1", "input": {}}
 

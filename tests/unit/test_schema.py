@@ -9,7 +9,7 @@ import pytest
 from worker.adapters import scan_adapters
 from worker.config import ADAPTER_NAME_PATTERN, ConfigError, WorkerConfig
 from worker.errors import ErrorCode, WorkerError
-from worker.ops import OPERATIONS
+from worker.runtime import Worker
 from worker.schema import DEFAULT_OP, MODELS, OPS, PredictInput, json_schema, parse_input, requested_op
 
 from .stub_notebooks import stub_functions
@@ -17,7 +17,7 @@ from .stub_notebooks import stub_functions
 
 def test_every_op_has_exactly_one_operation():
     assert OPS == ("predict", "embed", "preprocess", "adapters", "health", "metrics", "ping", "echo")
-    assert set(OPERATIONS) == set(MODELS) == set(OPS)
+    assert set(Worker(stub_functions()).operations) == set(MODELS) == set(OPS)
 
 
 def test_the_default_op_is_predict_in_parsing_dispatch_and_the_published_schema():

@@ -7,9 +7,9 @@ import ipaddress
 
 import pytest
 
-from worker.budgets import SourceBytes
 from worker.config import ConfigError, WorkerConfig
 from worker.errors import ErrorCode, WorkerError
+from worker.limits import SourceBytes
 from worker.source_rules import (
     FetchFailed,
     InvalidSource,

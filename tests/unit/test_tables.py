@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastbackend.display import prediction_table
+from fastbackend.display import answer_table
 from fastbackend.mainjob import accuracy_table
 from fastbackend.tables import table
 
@@ -21,7 +21,7 @@ def test_every_command_prints_through_it():
     assert accuracy == table(
         [["task", "base model", "with adapter"], ["digits", "98.0%", "-"], ["inverted", "10.0%", "90.0%"]]
     )
-    shown = prediction_table(["a.png"], {"predictions": [{"label": "3", "score": 0.5, "top_k": []}], "adapter": None})
+    shown = answer_table(["a.png"], {"predictions": [{"label": "3", "score": 0.5, "top_k": []}], "adapter": None})
     assert (
         shown.splitlines()[:3]
         == table([["image", "label", "score", "top-k"], ["a.png", "3", "0.500", ""]]).splitlines()

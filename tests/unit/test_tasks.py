@@ -101,3 +101,17 @@ def test_embed_refuses_an_unknown_encoding_naming_the_field():
     with pytest.raises(WorkerError) as caught:
         parse_input({"op": "embed", "images": "x", "encoding_format": "float16"})
     assert caught.value.field == "encoding_format"
+
+
+def test_each_training_contract_names_functions_that_exist():
+    import importlib
+
+    from worker.tasks import TASKS
+
+    declared = {name: task.training for name, task in TASKS.items() if task.training is not None}
+    assert {"image-classification", "image-feature-extraction", "object-detection"} <= set(declared)
+    for name, training in declared.items():
+        assert training.dataset and training.loss and training.metrics, name
+        for ref in (*training.readers, training.evaluate, *([training.trainer] if training.trainer else [])):
+            module, _, function = ref.partition(":")
+            assert callable(getattr(importlib.import_module(module), function)), f"{name}: {ref}"

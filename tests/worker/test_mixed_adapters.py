@@ -1,13 +1,14 @@
-"""Jobs for different adapters share one forward (peft's `adapter_names`), with the answers of one
-forward per adapter, for every architecture of README's support table.
+"""Jobs for different adapters share one forward, with the answers of one forward per adapter, for
+every architecture of README's support table.
 
 For each architecture (tests/fixtures/architectures.py) two LoRA adapters with random weights are
 saved as peft saves them; a micro-batching worker gets three concurrent jobs (adapter one, the base,
 adapter two) that meet in one batch. Each job's logits must equal peft's own for that adapter alone
 (and the base alone) within 1e-5. Where peft cannot mix the layout (Swin: its window attention
 reshapes the batch inside the LoRA layers) the worker falls back to per-adapter forwards, says so in
-`health`, and the answers are still equal. `make test` runs two representatives (ViT mixed, Swin
-falling back); `make test-full` runs them all.
+`health`, and the answers are still equal. Mixed forwards take the batched path (worker/lora_rows.py:
+one gather and two matmuls per LoRA layer, not peft's loop over adapters), as `health` says. `make
+test` runs two representatives (ViT mixed, Swin falling back); `make test-full` runs them all.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 import pytest
 from fixtures.architectures import ARCHITECTURES, build
 from test_architectures import _images, save_lora_adapter, worker_for
+
+from worker import lora_rows
 
 TOLERANCE = 1e-5
 REPRESENTATIVE = ["vit", "swin"]
@@ -64,6 +67,7 @@ def test_two_adapters_and_the_base_in_one_batch_equal_each_alone(name, tmp_path)
     else:
         assert [layout["mixed"] for layout in mixing["layouts"]] == [True], mixing
         assert forwards == {"3": 1}, f"the three jobs met in one forward: {forwards}"
+        assert mixing["path"] == lora_rows.PATH, mixing  # one pass per LoRA layer, not peft's loop
     for adapter, answer in zip(adapters, answers):
         served = np.array([p["logits"] for p in answer["predictions"]])
         expected = alone(base_dir, tmp_path / "adapters" / adapter if adapter else None, pixels)

@@ -100,6 +100,7 @@ def test_papermill_run_of_the_inference_notebook(root, models_dir, direct, tmp_p
             "adapters_dir": str(models_dir / "adapters"),
             "save_logits_to": str(out),
             "save_logits_count": COUNT,
+            "embed_on": "",  # the logits are compared here; the embeddings' recall: test_pipeline_evaluate.py
         },
         cwd=root,
     )

@@ -59,7 +59,7 @@ def parity_rows(name: str, folder, photos: dict[str, str]) -> list[tuple[str, st
         theirs = reference(source, return_tensors="np")["pixel_values"]
         assert ours.shape == theirs.shape, (name, image, ours.shape, theirs.shape)
         predicted = worker.handle({"id": "p", "input": {"images": encoded}})["predictions"][0]["label"]
-        logits = host.forward({"pixel_values": theirs.astype(np.float32)}, None)["logits"]
+        logits = host.run_batch({"pixel_values": theirs.astype(np.float32)}, None)["logits"]
         expected = host.labels[int(logits.argmax())]
         rows.append((image, type(reference).__name__, float(np.abs(ours - theirs).max()), predicted == expected))
     return rows

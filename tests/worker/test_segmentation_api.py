@@ -4,7 +4,8 @@ A tiny random SegFormer and BEiT (built from configs, their processor saved besi
 as the image-segmentation task from their config's architectures. On scikit-learn's photos (JPEG,
 decoded upright as the pipeline does): the masks answer equals the pipeline's labels and masks on
 at least 99.9% of pixels; the compact form holds the same class map; a job whose masks would pass
-the result limit is refused OUTPUT_TOO_LARGE with the advice, before any work.
+the result limit is refused OUTPUT_TOO_LARGE with the advice, before any work. BEiT runs under
+`make test-full`; the in-process parity test (test_segmentation_parity.py) checks both on every run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def answered(api, job: dict) -> dict:
     return answer["output"]
 
 
-@pytest.mark.parametrize("name", ["segformer", "beit"])
+# SegFormer in `make test` (one server start, ~20 s of 2-core CPU); BEiT under `make test-full`.
+@pytest.mark.parametrize("name", ["segformer", pytest.param("beit", marks=pytest.mark.full)])
 def test_masks_through_local_api_equal_the_pipelines(name, root, tmp_path):
     from transformers import pipeline
 

@@ -1,7 +1,7 @@
 """Segmentation answers against transformers' own `image-segmentation` pipeline, in process.
 
 For a tiny random SegFormer and BEiT (built from configs, each with its processor saved), on
-scikit-learn's photos and their variants: the worker's preprocessing (exported/preprocess.py)
+scikit-learn's photos and their variants: the worker's preprocessing (worker/processors.py, worker/pixels.py)
 equals AutoImageProcessor's PIL backend, and the masks built by worker/segmentation from the
 logits equal the pipeline's (same labels in the same order, equal on >= 99.9% of pixels) at the
 upright original size. The other variants, 12 MP ones included, run under `make test-full`.
@@ -26,7 +26,7 @@ FULL = ["flower", "flower-portrait", "flower-wide", "china-small", "china-12mp",
 def segmenter(request, tmp_path_factory):
     from transformers import AutoImageProcessor, pipeline
 
-    from exported.preprocess import read_preprocess_config
+    from worker.processors import read_preprocess_config
     from worker.segmentation.stages import load_model
 
     folder = build(request.param, tmp_path_factory.mktemp(request.param))
@@ -41,7 +41,7 @@ def segmenter(request, tmp_path_factory):
 
 
 def _check(segmenter, photo: str) -> None:
-    from exported.preprocess import preprocess_image
+    from worker.pixels import preprocess_image
     from worker.segmentation.stages import SegmentationOptions, answers, forward_logits
 
     image = variants("12mp" in photo)[photo]

@@ -87,6 +87,72 @@ def test_image_embeddings_are_get_image_features(served, photos):
     assert np.abs(np.asarray(answer["embeddings"], dtype=np.float32) - theirs).max() < 1e-4
 
 
+def reference_text_features(folder, texts):
+    """get_text_features of the model loaded as a user loads it, tokenised as its pipeline does."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    model, tokenizer = AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    siglip = model.config.model_type == "siglip"
+    kwargs = {"padding": "max_length", "max_length": 64, "truncation": True} if siglip else {"padding": True}
+    with torch.inference_mode():
+        return model.get_text_features(**tokenizer(texts, return_tensors="pt", **kwargs)).pooler_output.numpy()
+
+
+def test_text_embeddings_are_get_text_features(served):
+    from worker.tasks.embeddings import decode
+
+    api, folder = served
+    texts = ["a photo of a cat", "dog", "the flower of the building", "this is a digit"]
+    theirs = reference_text_features(folder, texts)
+    answer = output(api, {"op": "embed", "texts": texts})
+    assert "embeddings" not in answer and answer["dimensions"] == theirs.shape[1]
+    assert np.abs(np.asarray(answer["text_embeddings"], dtype=np.float32) - theirs).max() < 1e-4
+    unit = output(api, {"op": "embed", "texts": texts, "normalize": True, "encoding_format": "base64"})
+    norms = np.linalg.norm(theirs, axis=1, keepdims=True)
+    assert np.abs(np.stack([decode(e) for e in unit["text_embeddings"]]) - theirs / norms).max() < 1e-5
+
+
+def test_images_and_texts_in_one_job_share_the_space(served, photos):
+    api, folder = served
+    both = output(api, {"op": "embed", "images": [photos["china"]], "texts": ["cat", "dog"], "normalize": True})
+    images, texts = np.asarray(both["embeddings"]), np.asarray(both["text_embeddings"])
+    assert images.shape[1] == texts.shape[1] == both["dimensions"]
+    # the zero-shot answer is the softmax / sigmoid of these cosines times the model's scale
+    job = {"images": [photos["china"]], "candidate_labels": ["cat", "dog"], "hypothesis_template": "{}"}
+    ranking = output(api, job)
+    assert ranking["predictions"][0][0]["label"] == ["cat", "dog"][int(np.argmax(images @ texts.T))]
+
+
+@pytest.mark.parametrize(
+    ("job", "field"),
+    [
+        ({"texts": [f"t{i}" for i in range(10_000)]}, "texts"),
+        ({"texts": ["cat", "x" * 1_000_000]}, "texts[1]"),
+        ({"texts": []}, "texts"),
+        ({"texts": ["cat", 3, None]}, "texts[1]"),
+        ({"texts": "cat"}, "texts"),
+        ({}, "input"),
+    ],
+    ids=["10000-texts", "1MB-text", "empty", "non-strings", "not-a-list", "nothing"],
+)
+def test_hostile_texts_are_invalid_input(served, job, field):
+    api, _ = served
+    answer = api.runsync({"input": {"op": "embed", **job}})
+    assert answer["status"] == "FAILED" and answer["error"].startswith(f"INVALID_INPUT: {field}"), answer
+    assert len(str(answer)) < 4096
+    assert output(api, {"op": "ping"})
+
+
+def test_a_text_longer_than_clips_text_tower_is_invalid_input(served):
+    api, folder = served
+    answer = api.runsync({"input": {"op": "embed", "texts": ["cat", "x " * 200]}})
+    if "siglip" in folder.parent.name:  # SigLIP truncates to 64 tokens, as its pipeline does
+        assert answer["status"] == "COMPLETED", answer
+    else:
+        assert answer["status"] == "FAILED" and answer["error"].startswith("INVALID_INPUT: texts[1]"), answer
+
+
 @pytest.mark.parametrize(
     ("labels", "field"),
     [

@@ -7,6 +7,8 @@ task's forward runs it, the scores as worker/zero_shot.py computes them.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -76,3 +78,19 @@ def test_a_missing_tokenizer_is_one_line(tmp_path):
     with pytest.raises(ModelLoadFailed) as caught:
         load_tokenizer(tmp_path)
     assert "\n" not in str(caught.value) and str(tmp_path) in str(caught.value)
+
+
+def test_a_tokenizer_needing_sentencepiece_is_one_line_naming_the_package(tmp_path):
+    """A hub SigLIP folder (SiglipTokenizer, spiece.model) where sentencepiece is not installed."""
+    from worker.errors import ModelLoadFailed
+
+    pytest.importorskip("transformers")
+    if importlib.util.find_spec("sentencepiece") is not None:
+        pytest.skip("sentencepiece is installed here")
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "SiglipTokenizer"}')
+    (tmp_path / "spiece.model").write_bytes(b"\0" * 64)
+    with pytest.raises(ModelLoadFailed) as caught:
+        load_tokenizer(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and str(tmp_path) in message
+    assert "pip install sentencepiece protobuf" in message, message

@@ -10,7 +10,7 @@
   answer's size estimated before it is built.
 - `stages`: the task's stages for the task seam (request options, model, forward, size, answers).
 
-Preprocessing is the processor-parity engine's (exported/preprocess.py): SegFormer's and BEiT's
+Preprocessing is the processor-parity engine's (worker/processors.py, worker/pixels.py): SegFormer's and BEiT's
 (Data2Vec-vision's) processors are the same resize, rescale and normalise as the classifiers'
 with their own defaults; `do_reduce_labels` touches only training labels, never the pixels.
 """

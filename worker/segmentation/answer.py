@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -37,6 +37,8 @@ PNG_COMPRESS_LEVEL = 1
 MASK_BITS_PER_PIXEL = 0.5
 _PNG_OVERHEAD = 80  # signature, IHDR, IDAT and IEND chunk headers, zlib header and checksum
 _ENTRY_BYTES = 48  # {"label": , "score": null, "mask": ""} with its separators
+# A presigned URL in the answer: endpoint, bucket, key and the X-Amz-* query (about 500-700 bytes).
+URL_BYTES = 1536
 
 
 def _source_index(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -145,6 +147,22 @@ def compact_answer(ids: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def uploaded_masks_answer(ids: np.ndarray, labels: Sequence[str], put: Callable[[str, bytes], str]) -> list[dict]:
+    """The pipeline's list with each mask PNG put out of band: `mask_url` (put's answer) for `mask`."""
+    return [
+        {"label": label_name(labels, i), "score": None, "mask_url": put(f"{i}.png", png)} for i, png in mask_pngs(ids)
+    ]
+
+
+def uploaded_compact_answer(ids: np.ndarray, labels: Sequence[str], put: Callable[[str, bytes], str]) -> dict:
+    """The compact form with its class-id PNG put out of band: `class_map_url` for `class_map`."""
+    return {
+        "size": [int(ids.shape[0]), int(ids.shape[1])],
+        "class_map_url": put("class_map.png", class_map_png(ids, len(labels))),
+        "areas": label_areas(ids, labels),
+    }
+
+
 def _b64_len(n: int) -> int:
     return 4 * -(-n // 3)
 
@@ -153,14 +171,19 @@ def estimate_png_bytes(height: int, width: int, bits_per_pixel: float) -> int:
     return int(height * width * bits_per_pixel / 8) + height + _PNG_OVERHEAD
 
 
-def estimate_image_bytes(height: int, width: int, form: Form, labels: Sequence[str], present: int | None = None) -> int:
+def estimate_image_bytes(
+    height: int, width: int, form: Form, labels: Sequence[str], present: int | None = None, uploaded: bool = False
+) -> int:
     """The JSON bytes one image's answer is expected to take, at its output size (height, width).
 
     `present` is the number of classes in its map when known (after the forward); before it, every
     label of the model up to the pixel count is assumed, a bound a job can trust to be refused early.
+    `uploaded`: the PNGs are in a bucket and the answer holds their URLs.
     """
     longest = max((len(label) for label in labels), default=8) + 8  # quoted, escapes aside
     count = present if present is not None else min(len(labels) or 1, height * width)
+    if uploaded:
+        return count * (longest + 24) + 64 + URL_BYTES if form == "compact" else count * (URL_BYTES + longest + 52)
     if form == "compact":
         # One map holds every region's boundary once, as the masks together hold each twice.
         bits = MASK_BITS_PER_PIXEL * (1 if len(labels) <= 256 else 2)

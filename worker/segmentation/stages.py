@@ -14,11 +14,28 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from worker.errors import ModelLoadFailed
-from worker.segmentation.answer import class_map, compact_answer, estimate_image_bytes, masks_answer, output_shape
+from worker.config import BUCKET_ENV_VARS
+from worker.errors import ErrorCode, ModelLoadFailed, WorkerError
+from worker.segmentation.answer import (
+    class_map,
+    compact_answer,
+    estimate_image_bytes,
+    masks_answer,
+    output_shape,
+    uploaded_compact_answer,
+    uploaded_masks_answer,
+)
+from worker.uploads import Bucket, job_prefix
 
 MAPPING = "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES"  # transformers' auto-mapping served
-OUTPUT_ADVICE = 'use "format": "compact" (one class-id PNG per image) or "output_size": "model"'
+OUTPUT_ADVICE = (
+    'use "format": "compact" (one class-id PNG per image), "output_size": "model", or "output": "upload" '
+    "(each PNG put in the worker's bucket, answered by URL; needs BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID and "
+    "BUCKET_SECRET_ACCESS_KEY on the worker)"
+)
+
+
+NO_BUCKET = f'"output": "upload" needs a bucket, and this worker has none ({", ".join(BUCKET_ENV_VARS)} unset)'
 
 
 class SegmentationOptions(BaseModel):
@@ -32,6 +49,11 @@ class SegmentationOptions(BaseModel):
     )
     output_size: Literal["original", "model"] = Field(
         "original", description='"original": the upright photo\'s size; "model": the logits\' own grid'
+    )
+    output: Literal["inline", "upload"] = Field(
+        "inline",
+        description='"inline": PNGs in the answer as base64; "upload": each PNG put in the worker\'s bucket '
+        "(runpod's rp_upload, BUCKET_* variables) and answered by its URL (`mask_url`, `class_map_url`)",
     )
 
 
@@ -77,25 +99,46 @@ def forward_logits(model: Any, pixel_values: np.ndarray, adapter: str | None) ->
 
 
 def answer_bytes(
-    options: SegmentationOptions, sizes: Sequence[tuple[int, int]], labels: Sequence[str], grid: tuple[int, int]
+    options: SegmentationOptions,
+    sizes: Sequence[tuple[int, int]],
+    labels: Sequence[str],
+    grid: tuple[int, int],
+    uploaded: bool = False,
 ) -> int:
     """The answer's expected JSON size before any decode: `sizes` are the headers' (height, width),
-    `grid` bounds the logits' (the model's input size)."""
+    `grid` bounds the logits' (the model's input size); `uploaded`: URLs instead of the PNGs."""
     total = 0
     for height, width in sizes:
         h, w = output_shape((height, width), grid, options.output_size)
         # The header's size is before EXIF turns it: the longer side as rows bounds either way.
-        total += estimate_image_bytes(max(h, w), min(h, w), options.format, labels)
+        total += estimate_image_bytes(max(h, w), min(h, w), options.format, labels, uploaded=uploaded)
     return total
 
 
 def answers(
-    logits: np.ndarray, originals: Sequence[tuple[int, int]], options: SegmentationOptions, labels: Sequence[str]
+    logits: np.ndarray,
+    originals: Sequence[tuple[int, int]],
+    options: SegmentationOptions,
+    labels: Sequence[str],
+    bucket: Bucket | None = None,
 ) -> list[Any]:
-    """One answer per image from its logits and upright original (height, width)."""
+    """One answer per image from its logits and upright original (height, width); with "output":
+    "upload", its PNGs put in `bucket` under `<job prefix>/<image index>/` and answered by URL."""
+    upload = options.output == "upload"
+    if upload and bucket is None:  # output_bytes refuses it before the work; never answer inline instead
+        raise WorkerError(ErrorCode.INVALID_INPUT, NO_BUCKET, field="output")
+    prefix = job_prefix() if upload else ""
     results = []
-    for row, original in zip(logits, originals):
+    for n, (row, original) in enumerate(zip(logits, originals)):
         size = original if options.output_size == "original" else None
         ids = class_map(row, size)
-        results.append(masks_answer(ids, labels) if options.format == "masks" else compact_answer(ids, labels))
+        if upload:
+
+            def put(name: str, data: bytes, n: int = n) -> str:
+                return bucket.put(f"{prefix}/{n}/{name}", data)
+
+            make = uploaded_masks_answer if options.format == "masks" else uploaded_compact_answer
+            results.append(make(ids, labels, put))
+        else:
+            results.append(masks_answer(ids, labels) if options.format == "masks" else compact_answer(ids, labels))
     return results

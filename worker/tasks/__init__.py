@@ -14,6 +14,9 @@ A new task is one module here, `worker/tasks/<name>.py`, plus one line in `TASKS
 2. A subclass of `worker.tasks.base.Task` setting
    - `name`: the pipeline task name, e.g. "image-segmentation";
    - `request`: the model of 1;
+   - `training`: a `worker.tasks.base.Training` naming the dataset format and its readers, the
+     model's own loss, the metrics and the function computing them, and the trainer (None where
+     the task trains and evaluates nothing here; `health` reports it);
    - `mapping`: the name of the transformers auto-mapping (`transformers.models.auto.modeling_auto`,
      e.g. "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES") whose architectures it serves;
    and implementing

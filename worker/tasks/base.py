@@ -10,9 +10,40 @@ from typing import Any, ClassVar
 import numpy as np
 
 from worker.contract import NotebookFunctions
-from worker.schema import PredictInput
+from worker.schema import EmbedInput, PredictInput
 
 Arrays = dict[str, np.ndarray]  # named batch-first arrays: every value's first axis is the image
+
+
+@dataclass(frozen=True)
+class Training:
+    """The training and evaluation side of a task: what a user's data must look like, what the model
+    learns from, and what evaluation reports. Readers, trainers and metrics are named as
+    "module:function" (resolved by tests/unit/test_tasks.py; the runtime never imports them).
+
+    - `dataset`: the format, in words (folder layout, manifest columns, what a label is);
+    - `readers`: the functions that read and check it (a broken record refused before training);
+    - `loss`: the model's own loss, computed by the model from its labels (never hand-written);
+    - `metrics`: what evaluation reports; `evaluate`: the function that computes them;
+    - `trainer`: where an adapter is trained on it ("" where this project trains none).
+    """
+
+    dataset: str
+    readers: tuple[str, ...]
+    loss: str
+    metrics: tuple[str, ...]
+    evaluate: str
+    trainer: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "readers": list(self.readers),
+            "loss": self.loss,
+            "metrics": list(self.metrics),
+            "evaluate": self.evaluate,
+            "trainer": self.trainer or None,
+        }
 
 
 @dataclass(frozen=True)
@@ -57,12 +88,15 @@ class Task:
 
     name: ClassVar[str]  # transformers' pipeline task name, e.g. "image-classification"
     request: ClassVar[type[PredictInput]] = PredictInput  # predict's request: the shared images input + own fields
+    embed_request: ClassVar[type[EmbedInput]] = EmbedInput  # the `embed` op's request (zero-shot adds texts)
     # transformers' auto-mapping (transformers.models.auto.modeling_auto) whose architectures this task serves
     mapping: ClassVar[str]
     output_advice: ClassVar[str] = "ask for less"  # what OUTPUT_TOO_LARGE suggests besides fewer images
+    training: ClassVar[Training | None] = None  # the dataset format, the model's own loss, the metrics
 
     def __init__(self, fns: NotebookFunctions) -> None:
         self.fns = fns
+        self.config: Any = None  # the WorkerConfig, set by the host before setup (for a task's own settings)
         self.processor: Any = None  # the resolved image processor (load_processor)
         self.transform: Any = None
         self.labels: list[str] = []  # the model's labels, where it has any (load_model)
@@ -132,4 +166,5 @@ class Task:
             "name": self.name,
             "labels": len(self.labels),
             "embedding": {"dimensions": self.dimensions, "pooling": self.pooling},
+            "training": self.training.describe() if self.training else None,
         }

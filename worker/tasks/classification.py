@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, StrictBool, StrictInt
 
 from worker.schema import PredictInput
-from worker.tasks.base import Arrays, ImageMeta, Task
+from worker.tasks.base import Arrays, ImageMeta, Task, Training
 
 MAX_TOP_K = 100
 _ENTRY_BYTES = 64  # a ranked entry's keys, index and score, without its label
@@ -34,6 +34,15 @@ class ImageClassification(Task):
     request = ClassificationInput
     mapping = "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"
     output_advice = "ask for less (top_k, return_logits)"
+    training = Training(
+        dataset="an image folder (one subfolder per class, the folder name is the label) or a CSV/JSONL "
+        "manifest with `path`, `label` and optionally `split` columns",
+        readers=("worker.datasets:load_dataset",),
+        loss="the model's own: cross-entropy of the classifier's logits against `labels` (`outputs.loss`)",
+        metrics=("accuracy", "top_k_accuracy", "macro_precision", "macro_recall", "per_class", "confusion"),
+        evaluate="exported.inference:classification_metrics",
+        trainer="exported.train_adapter:fit",
+    )
 
     def load_model(self, base: Path, device: str, dtype: str) -> Any:
         from worker.tasks.torch_forward import feature_dimensions

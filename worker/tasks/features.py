@@ -14,7 +14,7 @@ from typing import Any
 from worker.errors import ModelLoadFailed
 from worker.schema import EmbedOptions, PredictInput
 from worker.tasks import embeddings
-from worker.tasks.base import Arrays, ImageMeta, Task
+from worker.tasks.base import Arrays, ImageMeta, Task, Training
 
 
 class FeatureExtractionInput(PredictInput, EmbedOptions):
@@ -26,6 +26,14 @@ class ImageFeatureExtraction(Task):
     request = FeatureExtractionInput
     mapping = "MODEL_MAPPING_NAMES"
     output_advice = "use encoding_format base64"
+    training = Training(
+        dataset="a labelled dataset as for image-classification (image folder or manifest): a gallery split "
+        "and a query split; labels are only compared, never predicted",
+        readers=("worker.datasets:load_dataset",),
+        loss="none: a backbone is served as it is (its embeddings are evaluated, not trained here)",
+        metrics=("recall@1", "recall@5"),
+        evaluate="fastbackend.embeddings:recall_at_k",
+    )
 
     def load_model(self, base: Path, device: str, dtype: str) -> Any:
         import torch

@@ -23,7 +23,7 @@ from worker.detection.detector import forward as detector_forward
 from worker.detection.processor import prepare, read_detection_processor, resized_size
 from worker.errors import ModelLoadFailed
 from worker.schema import PredictInput
-from worker.tasks.base import Arrays, ImageMeta, Task
+from worker.tasks.base import Arrays, ImageMeta, Task, Training
 
 MAX_DETECTIONS = 1000
 
@@ -47,6 +47,15 @@ class ObjectDetection(Task):
     request = DetectionInput
     mapping = "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES"
     output_advice = "ask for less (a higher threshold, max_detections)"
+    training = Training(
+        dataset="COCO JSON (`<split>.json`: images, annotations with [x, y, w, h] pixel boxes, categories) or "
+        "YOLO text labels (images/<split>/, labels/<split>/, data.yaml)",
+        readers=("worker.detection.datasets:load_coco", "worker.detection.datasets:load_yolo"),
+        loss="the model's own: Hungarian-matched set loss (DETR: CE + L1 + GIoU; RT-DETR: VFL + denoising)",
+        metrics=("map", "map_50", "per_class"),
+        evaluate="worker.detection.evaluation:mean_average_precision",
+        trainer="fastbackend.training.detection:fit",
+    )
 
     def load_processor(self, base: Path) -> None:
         self.processor = read_detection_processor(base)

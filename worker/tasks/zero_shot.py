@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from worker.clip_towers import image_features, load_tokenizer, logit_scale_bias, text_features
 from worker.errors import ModelLoadFailed
-from worker.schema import PredictInput
+from worker.schema import EmbedInput, Images, PredictInput
 from worker.tasks.base import Arrays, ImageMeta, Task
-from worker.zero_shot import LabelEmbeddings, ZeroShotFields, zero_shot_predictions
+from worker.zero_shot import LabelEmbeddings, Texts, ZeroShotFields, zero_shot_predictions
 
 _ENTRY_BYTES = 48  # one ranked entry's keys, braces and score, without its label
 
@@ -32,9 +33,23 @@ class ZeroShotInput(ZeroShotFields, PredictInput):
     """Classify images into the request's own labels (CLIP, SigLIP)."""
 
 
+class ZeroShotEmbedInput(EmbedInput):
+    """Embed images (`get_image_features`) as `embeddings` and texts (`get_text_features`) as `text_embeddings`."""
+
+    images: Images | None = Field(None, description="as for every task; omitted when only `texts` are embedded")
+    texts: Texts | None = Field(None, description="texts to embed as sent (no template), 1 to 256")
+
+    @model_validator(mode="after")
+    def _something(self) -> ZeroShotEmbedInput:
+        if self.images is None and self.texts is None:
+            raise ValueError("send `images`, `texts` or both")
+        return self
+
+
 class ZeroShotImageClassification(Task):
     name = "zero-shot-image-classification"
     request = ZeroShotInput
+    embed_request = ZeroShotEmbedInput
     mapping = "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"
     output_advice = "send fewer candidate_labels"
 
@@ -91,6 +106,13 @@ class ZeroShotImageClassification(Task):
 
         with self._tower_lock:
             return run(self._model, {}, adapter, lambda m, _: text_features(m, self.tokenizer, texts, field))
+
+    def embed_texts(self, model: Any, texts: Sequence[str], adapter: str | None) -> np.ndarray:
+        """The `embed` op's texts: (len(texts), D) `get_text_features` through `adapter`; the host holds
+        its model lock (the same order as a vision forward: host lock, then the tower lock)."""
+        with self._tower_lock:
+            self._model = model
+            return self.text_embeddings(texts, adapter)
 
     def output_bytes(self, request: ZeroShotInput, sizes: Sequence[tuple[int, int]]) -> int:
         labels = sum(len(json.dumps(label)) + _ENTRY_BYTES for label in request.candidate_labels)
