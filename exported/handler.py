@@ -13,7 +13,7 @@ per task, docs/reference/requests.md):
                                                   op defaults to "predict"; the fields (defaults):
       image-classification: "top_k": 1, "return_logits": false
       zero-shot-image-classification: "candidate_labels": <required>, "hypothesis_template": "This is a photo of {}."
-      image-segmentation: "format": "masks", "output_size": "original"
+      image-segmentation: "format": "masks", "output_size": "original", "output": "inline"
       object-detection: "threshold": 0.5, "max_detections": null, "float_boxes": false
       image-feature-extraction: "normalize": false, "encoding_format": "float"
     {"op": "embed", "images": ..., "adapter": ..., "normalize": false, "encoding_format": "float" | "base64"}
