@@ -24,7 +24,10 @@ BENCHMARKS = {  # module: (full arguments, --quick arguments)
     "adapters": (["--repeats", "200"], ["--repeats", "30"]),
     "preprocess": (["--repeats", "50"], ["--repeats", "10"]),
     "batching": (["--rounds", "20"], ["--rounds", "5"]),
-    "many_adapters": (["--jobs", "2000"], ["--jobs", "200", "--setup-folders", "1000"]),
+    "many_adapters": (
+        ["--jobs", "2000"],
+        ["--jobs", "200", "--repeats", "1", "--base-jobs", "8", "--setup-folders", "1000"],
+    ),
     "cold_start": (["--runs", "5", "--vit-runs", "5"], ["--runs", "1", "--vit-runs", "1"]),
     "realsize": (["--repeats", "2"], ["--quick"]),  # one repeat is ~7 min of a busy 2-core machine
     "embedded": (["--repeats", "300"], ["--repeats", "30"]),
