@@ -38,6 +38,7 @@ BENCHMARKS = {  # module: (full arguments, --quick arguments)
     "embed": (["--repeats", "3"], ["--quick"]),
     "detection": (["--repeats", "5"], ["--quick"]),
     "zero_shot": (["--repeats", "5"], ["--quick"]),
+    "segmentation": (["--repeats", "3"], ["--repeats", "1"]),
 }
 
 

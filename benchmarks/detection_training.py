@@ -51,7 +51,13 @@ def main() -> None:
         detector = Detector.load(Path(tmp) / "model")
         detector.model = model.train()
         settings = DetectionTraining(
-            epochs=10_000, batch_size=args.batch, lr=args.lr, head_lr=args.head_lr, patience=0, monitor="map_50"
+            epochs=10_000,
+            batch_size=args.batch,
+            lr=args.lr,
+            head_lr=args.head_lr,
+            patience=0,
+            monitor="map_50",
+            max_minutes=args.minutes,
         )
         start = time.perf_counter()
         rows = []
@@ -61,15 +67,13 @@ def main() -> None:
             rows.append({**{k: v for k, v in row.items() if k != "per_class"}, "elapsed": round(elapsed, 1)})
             cells = [row["epoch"], f"{elapsed:.0f}", f"{row['train_loss']:.3f}", f"{row['map_50']:.3f}"]
             print("| " + " | ".join(map(str, cells)) + f" | {row['map']:.3f} |", flush=True)
-            if elapsed > args.minutes * 60:
-                raise StopIteration
 
         print(f"{args.arch}, {sum(p.numel() for p in model.parameters())} parameters, {args.train} scenes")
         print("| epoch | seconds | train loss | mAP@.5 | mAP@[.5:.95] |\n|---|---|---|---|---|", flush=True)
-        try:
-            fit(detector, data.split("train"), data.split("val"), settings, augment=default_augmentation())
-        except StopIteration:
-            pass
+        history = fit(
+            detector, data.split("train"), data.split("val"), settings, augment=default_augmentation(), on_epoch=report
+        )
+        print(f"best: epoch {history['best_epoch']}, mAP@.5 {history['best']['map_50']:.3f}", flush=True)
     save("detection_training", {"arch": args.arch, "args": vars(args), "curve": rows})
 
 

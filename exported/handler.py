@@ -17,7 +17,8 @@ per task, docs/reference/requests.md):
       object-detection: "threshold": 0.5, "max_detections": null, "float_boxes": false
       image-feature-extraction: "normalize": false, "encoding_format": "float"
     {"op": "embed", "images": ..., "adapter": ..., "normalize": false, "encoding_format": "float" | "base64"}
-                                                  one vector per image, on every task
+                                                  one vector per image, on every task; zero-shot also takes
+                                                  "texts": [...] (answered as "text_embeddings")
     {"op": "preprocess", "images": ..., "return_pixels": false}
     {"op": "adapters"} | {"op": "health"} | {"op": "metrics"} | {"op": "ping"}
     {"op": "echo", "payload": <any JSON>}

@@ -134,6 +134,7 @@ def _check_keys_against_base(base: torch.nn.Module, shapes: dict[str, tuple[int,
         )
 
 
+# %% notebooks/02_inference.ipynb cell attach-x
 def attach_adapter(model: torch.nn.Module, adapter_dir: str | Path, name: str,
                    base_fingerprint: str | None = None) -> torch.nn.Module:
     """Load a LoRA adapter from a folder onto the model under `name`.
@@ -251,6 +252,7 @@ def predict_logits(model: torch.nn.Module, pixel_values: np.ndarray,
     return logits.float().cpu().numpy()
 
 
+# %% notebooks/02_inference.ipynb cell topk-x
 def top_k(logits: np.ndarray, k: int, labels: Sequence[str]) -> list[dict[str, Any]]:
     """Per row: the best label, its score, and the k best as (label, index, score)."""
     z = logits.astype(np.float64)

@@ -164,6 +164,7 @@ def improves(row: dict[str, Any], history: dict[str, Any]) -> bool:
     return (row["val_loss"], -row["val_accuracy"]) <= best
 
 
+# %% notebooks/03_train_adapter.ipynb cell tr-x-steps
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffled order of one epoch: the epoch-th permutation drawn from a generator seeded
     with `seed`, recomputed from the start so that a resumed run draws the same one."""
@@ -223,6 +224,73 @@ def last_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+# %% notebooks/03_train_adapter.ipynb cell tr-x-epoch
+def _start_or_resume(model, optimizer, scaler, settings: TrainSettings, folder: Path | None, resume: bool,
+                     log: Callable[[str], None] | None) -> tuple[dict[str, Any], dict | None, int]:
+    """(history, best weights so far, first epoch to run): from the last checkpoint with `resume`, else fresh."""
+    if folder and resume and (found := last_checkpoint(folder)):
+        state = torch.load(found, weights_only=True)
+        mine = {k: v for k, v in asdict(settings).items() if k not in ("epochs", "patience")}
+        theirs = {k: v for k, v in state["settings"].items() if k not in ("epochs", "patience")}
+        if mine != theirs:
+            raise ValueError(f"{found}: written with other settings {theirs}; these are {mine}")
+        _load_trainable(model, state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if log:
+            log(f"resumed from {found} (epoch {state['epoch']})")
+        return state["history"], state["best_state"], state["epoch"]
+    if folder:
+        for old in folder.glob(CHECKPOINT_PATTERN):
+            old.unlink()  # a fresh run: old checkpoints would be resumed from by mistake
+    return {"epochs": [], "best_epoch": None, "best_val_accuracy": None, "stopped_early": False}, None, 0
+
+
+def _train_epoch(model, optimizer, scaler, amp: torch.dtype | None, prep: PreprocessConfig,
+                 images: Sequence[np.ndarray], y: torch.Tensor, fixed: torch.Tensor | None,
+                 settings: TrainSettings, epoch: int) -> dict[str, Any]:
+    """One epoch over the training set in its shuffled order: {epoch, train_loss, train_accuracy}."""
+    device = next(model.parameters()).device
+    steps_per_epoch = math.ceil(len(y) / settings.batch_size)
+    transform = build_train_transform(prep, seed=settings.epoch_seed(epoch)) if settings.augment else None
+    order = epoch_order(len(y), settings.seed, epoch)
+    model.train()
+    total, correct = 0.0, 0
+    for step, batch in enumerate(_batches(len(y), settings.batch_size, order), start=epoch * steps_per_epoch):
+        for group in optimizer.param_groups:  # from the step alone: a resumed run sets the same
+            group["lr"] = settings.lr_at(step / (settings.epochs * steps_per_epoch))
+        if fixed is not None:
+            x = fixed[batch].to(device)
+        else:
+            x = torch.from_numpy(to_pixel_values([images[i] for i in batch], transform, prep)).to(device)
+        target = y[batch].to(device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            out = model(pixel_values=x, labels=target)
+        optimizer.zero_grad()
+        if scaler is not None:
+            scaler.scale(out.loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            out.loss.backward()
+            optimizer.step()
+        total += out.loss.detach().float().item() * len(batch)
+        correct += (out.logits.detach().argmax(-1) == target).sum().item()
+    return {"epoch": epoch + 1, "train_loss": total / len(y), "train_accuracy": correct / len(y)}
+
+
+def _save_checkpoint(folder: Path, epoch: int, settings: TrainSettings, model, optimizer, scaler,
+                     history: dict[str, Any], best_state: dict | None) -> None:
+    """`epoch-NNN.pt`: all a resumed run needs to continue as if it had never stopped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": epoch + 1, "settings": asdict(settings), "trainable": _trainable(model),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else {},
+                "history": history, "best_state": best_state, "torch_rng": torch.get_rng_state()},
+               folder / f"epoch-{epoch + 1:03d}.pt")
+
+
 # %% notebooks/03_train_adapter.ipynb cell tr-x-loop
 def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndarray], labels: np.ndarray,
         settings: TrainSettings, *, val: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
@@ -254,68 +322,20 @@ def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndar
     Raises:
         ValueError: resuming with settings other than the checkpoint's (except epochs/patience).
     """
-    device = next(model.parameters()).device
-    amp = autocast_dtype(device, settings.precision)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr)
+    amp = autocast_dtype(next(model.parameters()).device, settings.precision)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    eval_transform = build_eval_transform(prep)
     y = torch.as_tensor(labels)
-    steps_per_epoch = math.ceil(len(y) / settings.batch_size)
     # Without augmentation every epoch sees the same pixels: transform them once.
-    fixed = None if settings.augment else torch.from_numpy(to_pixel_values(images, eval_transform, prep))
-    history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_val_accuracy": None, "stopped_early": False}
+    fixed = None if settings.augment else torch.from_numpy(to_pixel_values(images, build_eval_transform(prep), prep))
     patience = scaled_patience(settings.patience, len(val[1])) if val is not None else 0
-    best_state: dict[str, torch.Tensor] | None = None
-    start = 0
     folder = Path(checkpoint_dir) if checkpoint_dir else None
-    if folder and resume and (found := last_checkpoint(folder)):
-        state = torch.load(found, weights_only=True)
-        mine = {k: v for k, v in asdict(settings).items() if k not in ("epochs", "patience")}
-        theirs = {k: v for k, v in state["settings"].items() if k not in ("epochs", "patience")}
-        if mine != theirs:
-            raise ValueError(f"{found}: written with other settings {theirs}; these are {mine}")
-        _load_trainable(model, state["trainable"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history, best_state, start = state["history"], state["best_state"], state["epoch"]
-        torch.set_rng_state(state["torch_rng"])
-        if log:
-            log(f"resumed from {found} (epoch {start})")
-    elif folder:
-        for old in folder.glob(CHECKPOINT_PATTERN):
-            old.unlink()  # a fresh run: old checkpoints would be resumed from by mistake
+    history, best_state, start = _start_or_resume(model, optimizer, scaler, settings, folder, resume, log)
     for epoch in range(start, settings.epochs):
         if history["stopped_early"]:
             break
         began = time.perf_counter()
-        seed = settings.epoch_seed(epoch)
-        transform = build_train_transform(prep, seed=seed) if settings.augment else None
-        order = epoch_order(len(y), settings.seed, epoch)
-        model.train()
-        total, correct = 0.0, 0
-        for step, batch in enumerate(_batches(len(y), settings.batch_size, order), start=epoch * steps_per_epoch):
-            for group in optimizer.param_groups:  # from the step alone: a resumed run sets the same
-                group["lr"] = settings.lr_at(step / (settings.epochs * steps_per_epoch))
-            if fixed is not None:
-                x = fixed[batch].to(device)
-            else:
-                x = torch.from_numpy(to_pixel_values([images[i] for i in batch], transform, prep)).to(device)
-            target = y[batch].to(device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                out = model(pixel_values=x, labels=target)
-            optimizer.zero_grad()
-            if scaler is not None:
-                scaler.scale(out.loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                out.loss.backward()
-                optimizer.step()
-            total += out.loss.detach().float().item() * len(batch)
-            correct += (out.logits.detach().argmax(-1) == target).sum().item()
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / len(y), "train_accuracy": correct / len(y)}
+        row = _train_epoch(model, optimizer, scaler, amp, prep, images, y, fixed, settings, epoch)
         if val is not None:
             row["val_loss"], row["val_accuracy"] = evaluate(model, prep, val[0], val[1], settings.batch_size, amp)
             if improves(row, history):
@@ -327,11 +347,7 @@ def fit(model: torch.nn.Module, prep: PreprocessConfig, images: Sequence[np.ndar
         history["epochs"].append(row)
         model.eval()
         if folder:
-            folder.mkdir(parents=True, exist_ok=True)
-            torch.save({"epoch": epoch + 1, "settings": asdict(settings), "trainable": _trainable(model),
-                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-                        "history": history, "best_state": best_state, "torch_rng": torch.get_rng_state()},
-                       folder / f"epoch-{epoch + 1:03d}.pt")
+            _save_checkpoint(folder, epoch, settings, model, optimizer, scaler, history, best_state)
         if log:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
             log(f"epoch {epoch + 1}/{settings.epochs}: {shown} ({row['seconds']:.1f} s)")

@@ -74,17 +74,31 @@ def _center_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return padded[:, max(0, top) : min(new_h, top + height), max(0, left) : min(new_w, left + width)]
 
 
-def _rescale_and_normalize(array: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """Rescale (in float64, then float32) and normalise (in float32), as transformers' numpy steps do."""
+def rescale_and_normalize(
+    array: np.ndarray,
+    rescale_factor: float | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    *,
+    offset: bool = False,
+) -> np.ndarray:
+    """A (C, H, W) image rescaled (in float64, then float32; `offset`: minus 1) and normalised (in
+    float32; None: not), as transformers' numpy steps do. Every processor reproduced here uses it."""
     x = array
-    if config.rescale_factor is not None:
-        x = (x.astype(np.float64) * config.rescale_factor).astype(np.float32)
-        if config.rescale_offset:
+    if rescale_factor is not None:
+        x = (x.astype(np.float64) * rescale_factor).astype(np.float32)
+        if offset:
             x -= 1
     x = x.astype(np.float32, copy=False)
-    if config.normalize:
-        x = (x - np.array(config.mean, np.float32)[:, None, None]) / np.array(config.std, np.float32)[:, None, None]
-    if config.include_top:
+    if mean is not None and std is not None:
+        x = (x - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]
+    return x
+
+
+def _rescale_and_normalize(array: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    stats = (config.mean, config.std) if config.normalize else (None, None)
+    x = rescale_and_normalize(array, config.rescale_factor, *stats, offset=config.rescale_offset)
+    if config.include_top:  # EfficientNet: divide by std a second time
         x = x / np.array(config.std, np.float32)[:, None, None]
     return x
 

@@ -26,8 +26,12 @@ class Bucket:
     @staticmethod
     def open(name: str) -> Bucket:
         """The bucket, at setup: imports rp_upload (and boto3) once, before any job."""
+        import logging
+
         from runpod.serverless.utils import rp_upload  # noqa: F401  (boto3 behind it, imported lazily by it)
 
+        # rp_upload wraps every object in a tqdm bar that logs its progress at INFO: one line per mask.
+        logging.getLogger("tqdm_loggable.tqdm_logging").setLevel(logging.WARNING)
         return Bucket(name)
 
     def shown(self) -> str:

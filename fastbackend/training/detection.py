@@ -236,6 +236,20 @@ def _optimizer(model: Any, settings: DetectionTraining) -> Any:
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
 
 
+def _train_mode(model: Any) -> None:
+    """Training mode, but batch norms with frozen weights (a LoRA's base) keep their statistics: an
+    adapter does not carry the base's buffers, so the served base + adapter would not be the model
+    that was validated."""
+    import torch
+
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in module.parameters()
+        ):
+            module.eval()
+
+
 def _state(model: Any) -> dict[str, Any]:
     """What training changes: the trainable parameters and every buffer (batch-norm statistics)."""
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -309,7 +323,7 @@ def fit(
         if augment is not None:
             augment.set_random_seed(settings.seed * 100_003 + epoch)
         order = epoch_order(len(train.items), settings.seed, epoch).tolist()
-        model.train()
+        _train_mode(model)
         losses = []
         for first in range(0, len(order), settings.batch_size):
             samples = [augmented(train.items[i], augment) for i in order[first : first + settings.batch_size]]

@@ -142,7 +142,6 @@ def small_detector(arch: str = "rt_detr", *, size: int = 96, names=DIGIT_NAMES, 
             num_queries=30,
             decoder_n_points=4,
             num_denoising=30,
-            anchor_image_size=[size, size],
             **common,
         )
         model = transformers.RTDetrForObjectDetection(config)

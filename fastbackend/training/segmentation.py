@@ -76,6 +76,25 @@ def new_segformer(labels: Sequence[str], image_size: int, folder: str | Path, *,
     return model
 
 
+def start_at_class_prior(model, masks: Sequence[Any]) -> None:
+    """Set the classifier's bias to the log of each class's pixel share in `masks` (ignore index aside).
+
+    A segmenter from scratch otherwise spends its first thousand steps learning that most pixels
+    are background, and a large learning rate there can leave the decode head's ReLUs dead.
+    """
+    import numpy as np
+    import torch
+
+    classifier = model.decode_head.classifier
+    counts = np.zeros(classifier.out_channels, dtype=np.float64)
+    for mask in masks:
+        ids = np.asarray(mask).ravel()
+        counts += np.bincount(ids[ids < len(counts)], minlength=len(counts))
+    share = (counts + 1) / (counts.sum() + len(counts))  # +1: a class absent from the masks stays finite
+    with torch.no_grad():
+        classifier.bias.copy_(torch.log(torch.as_tensor(share, dtype=classifier.bias.dtype)))
+
+
 def new_lora_segmenter(
     base_dir: str | Path,
     *,
@@ -109,6 +128,19 @@ def _load_trainable(model, state: dict[str, Any]) -> None:
             params[name].copy_(value)
 
 
+def _train_mode(model) -> None:
+    """Train mode, except batch norms with nothing to train (an adapter's frozen base): their running
+    statistics stay the base's. Updated in train mode, they would live in memory only, never in the
+    adapter's files, and the served adapter would answer differently from the trained one."""
+    import torch
+
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            if not any(p.requires_grad for p in module.parameters()):
+                module.eval()
+
+
 def _save_checkpoint(folder: Path, epoch: int, state: dict[str, Any]) -> Path:
     """`epoch-NNN.pt`, written beside under a temporary name then renamed: never half a checkpoint."""
     import torch
@@ -129,7 +161,7 @@ def _train_epoch(
     pairs = augmented(train, train_augment(settings.epoch_seed(epoch))) if settings.augment else train
     order = epoch_order(len(train), settings.seed, epoch)
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
-    model.train()
+    _train_mode(model)
     total, seen = 0.0, 0
     for step, start in enumerate(range(0, len(train), settings.batch_size)):
         batch = pairs.subset(order[start : start + settings.batch_size].tolist())
@@ -239,4 +271,5 @@ __all__ = [
     "fit_segmenter",
     "new_lora_segmenter",
     "new_segformer",
+    "start_at_class_prior",
 ]

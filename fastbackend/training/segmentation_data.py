@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -103,3 +104,32 @@ def model_batch(pairs: PairSet, prep) -> tuple[np.ndarray, np.ndarray]:
     pixels = np.stack([preprocess_image(image, prep) for image in pairs.images]).astype(np.float32)
     labels = np.stack([resized_mask(mask, prep.height, prep.width) for mask in pairs.masks])
     return pixels, labels
+
+
+def load_dataset(path: str | Path, num_labels: int) -> dict[str, PairSet]:
+    """A user's dataset by split: a folder (images/ + masks/) or a CSV manifest, every pair checked first.
+
+    Raises:
+        SegmentationDatasetError: the first broken pair, naming its file, before anything is trained.
+    """
+    from worker.segmentation.datasets import load_folders, load_manifest
+
+    path = Path(path)
+    items = load_manifest(path, num_labels) if path.suffix.lower() == ".csv" else load_folders(path, num_labels)
+    splits: dict[str, list[SegmentationItem]] = {}
+    for item in items:
+        splits.setdefault(item.split, []).append(item)
+    return {split: read_pairs(found) for split, found in sorted(splits.items())}
+
+
+def write_pairs(pairs: PairSet, root: str | Path, split: str) -> Path:
+    """Pairs as the folder layout a user has: `root/images/<split>/NNNN.png` beside `root/masks/<split>/NNNN.png`."""
+    from PIL import Image
+
+    root = Path(root)
+    for kind in ("images", "masks"):
+        (root / kind / split).mkdir(parents=True, exist_ok=True)
+    for n, (image, mask) in enumerate(zip(pairs.images, pairs.masks)):
+        Image.fromarray(image).save(root / "images" / split / f"{n:04d}.png")
+        Image.fromarray(mask.astype(np.uint8)).save(root / "masks" / split / f"{n:04d}.png")
+    return root

@@ -18,12 +18,17 @@ import numpy as np
 from fastbackend.training.segmentation_data import PairSet
 from worker.segmentation.datasets import IGNORE_INDEX
 
+ACTIVE = "<active>"  # the model as it is: a PeftModel's active adapter, else the plain model
 
-def predict_class_maps(model: Any, pairs: PairSet, prep, *, batch_size: int = 32, adapter: str | None = None):
-    """Each image's class map at its mask's size, as the worker answers it."""
+
+def predict_class_maps(model: Any, pairs: PairSet, prep, *, batch_size: int = 32, adapter: str | None = ACTIVE):
+    """Each image's class map at its mask's size, as the worker answers it (`adapter` None: a PeftModel's base)."""
     from exported.preprocess import preprocess_image
     from worker.segmentation.answer import class_map
     from worker.segmentation.stages import forward_logits
+
+    if adapter == ACTIVE:
+        adapter = getattr(model, "active_adapter", None) if hasattr(model, "peft_config") else None
 
     maps = []
     for start in range(0, len(pairs), batch_size):
@@ -69,9 +74,9 @@ def segmentation_scores(predicted: Sequence[np.ndarray], masks: Sequence[np.ndar
 
 
 def evaluate_segmenter(
-    model: Any, pairs: PairSet, prep, labels: Sequence[str], *, adapter: str | None = None, batch_size: int = 32
+    model: Any, pairs: PairSet, prep, labels: Sequence[str], *, adapter: str | None = ACTIVE, batch_size: int = 32
 ) -> dict[str, Any]:
-    """Scores of a model (or one adapter of a PeftModel; None: its base) on image/mask pairs."""
+    """Scores of a model on image/mask pairs: as it is, or one adapter of a PeftModel (None: its base)."""
     maps = predict_class_maps(model, pairs, prep, batch_size=batch_size, adapter=adapter)
     return {**segmentation_scores(maps, pairs.masks, labels), "predicted": maps}
 
@@ -110,3 +115,29 @@ def show_worst(pairs: PairSet, scores: dict[str, Any], count: int = 6):
         [("true", [pairs.masks[i] for i in worst]), ("predicted", [scores["predicted"][i] for i in worst])],
         titles,
     )
+
+
+def show_augmentations(pairs: PairSet, seed: int, count: int = 3, columns: int = 5):
+    """A figure: per row one pair as it is, then `columns - 1` draws of train_augment on image and mask
+    together, the mask overlaid (the digits' colours must stay on their ink through every draw)."""
+    from fastbackend.training.segmentation_data import augmented, train_augment
+
+    draws = [pairs.subset(range(count))] + [
+        augmented(pairs.subset(range(count)), train_augment(seed + n)) for n in range(columns - 1)
+    ]
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(count, columns, figsize=(1.8 * columns, 1.8 * count), squeeze=False)
+    for c, draw in enumerate(draws):
+        for r in range(count):
+            axes[r][c].imshow(overlay(draw.images[r], np.asarray(draw.masks[r])))
+            axes[r][c].set_axis_off()
+            axes[r][c].set_title("as is" if c == 0 else f"draw {c}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def iou_table(scores: dict[str, Any]) -> str:
+    """Per-class IoU as a text table (classes absent from masks and predictions: -)."""
+    rows = [f"{label:<16} {'-' if v is None else f'{v:.3f}'}" for label, v in scores["per_class_iou"].items()]
+    return "\n".join([f"{'class':<16} IoU", *rows, f"{'mean':<16} {scores['mean_iou']:.3f}"])

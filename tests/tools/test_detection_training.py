@@ -1,9 +1,11 @@
 """Detection training (fastbackend/training/detection.py) on a tiny RT-DETR and a few digit scenes.
 
-In `make test`: a LoRA adapter (plus the heads) trained 3 epochs, and the same run cut after epoch 1
+In `make test`: a LoRA adapter (plus the heads) trained 2 epochs, and the same run cut after epoch 1
 and resumed from its checkpoint, end with bit-identical weights and the same history; the same
 scenes as a COCO dataset and in YOLO format load as the same training set (the loader's summary)
-and score the same mAP.
+and score the same mAP; a trained adapter, saved and served by the generated handler, answers as
+it did at its last validation (the base's frozen batch norms keep their statistics in training:
+an adapter does not carry them).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class Interrupted(Exception):
 def _run(base_dir, scenes, checkpoints, *, resume=False, stop_after=None):
     detector = Detector.load(base_dir)
     detector.model = lora_detector(detector.model, rank=4, seed=0)
-    settings = DetectionTraining(epochs=3, batch_size=4, lr=1e-3, head_lr=1e-3, patience=0, seed=3)
+    settings = DetectionTraining(epochs=2, batch_size=4, lr=1e-2, head_lr=1e-2, patience=0, seed=3)
 
     def on_epoch(row):
         if stop_after is not None and row["epoch"] == stop_after:
@@ -75,14 +77,27 @@ def _run(base_dir, scenes, checkpoints, *, resume=False, stop_after=None):
         on_epoch=on_epoch,
     )
     trained = {n: p.detach().clone() for n, p in detector.model.named_parameters() if p.requires_grad}
-    return trained, history
+    return trained, history, detector
 
 
-def test_resumed_after_epoch_1_ends_bit_identical_to_an_uninterrupted_run(base_dir, scenes, tmp_path):
-    whole, whole_history = _run(base_dir, scenes, tmp_path / "whole")
+@pytest.fixture(scope="module")
+def whole(base_dir, scenes, tmp_path_factory):
+    """An uninterrupted run: (trainable weights, history, the trained detector)."""
+    return _run(base_dir, scenes, tmp_path_factory.mktemp("whole"))
+
+
+@pytest.fixture(scope="module")
+def cut(base_dir, scenes, tmp_path_factory):
+    """The checkpoint folder of the same run stopped after epoch 1."""
+    folder = tmp_path_factory.mktemp("cut")
     with pytest.raises(Interrupted):
-        _run(base_dir, scenes, tmp_path / "cut", stop_after=1)
-    resumed, resumed_history = _run(base_dir, scenes, tmp_path / "cut", resume=True)
+        _run(base_dir, scenes, folder, stop_after=1)
+    return folder
+
+
+def test_resumed_after_epoch_1_ends_bit_identical_to_an_uninterrupted_run(base_dir, scenes, whole, cut):
+    whole, whole_history, _ = whole
+    resumed, resumed_history, _ = _run(base_dir, scenes, cut, resume=True)
     assert whole.keys() == resumed.keys() and any("lora_" in n for n in whole)
     assert any("modules_to_save" in n for n in whole), "the heads train with the adapter"
     changed = [n for n in whole if "lora_B" in n and whole[n].abs().sum() > 0]
@@ -93,13 +108,11 @@ def test_resumed_after_epoch_1_ends_bit_identical_to_an_uninterrupted_run(base_d
     assert resumed_history["best_epoch"] == whole_history["best_epoch"]
 
 
-def test_resume_refuses_other_settings(base_dir, scenes, tmp_path):
-    with pytest.raises(Interrupted):
-        _run(base_dir, scenes, tmp_path / "cut", stop_after=1)
+def test_resume_refuses_other_settings(base_dir, scenes, cut):
     detector = Detector.load(base_dir)
     other = DetectionTraining(epochs=5)
     with pytest.raises(ValueError, match="other settings"):
-        fit(detector, scenes.split("train"), scenes.split("val"), other, checkpoint_dir=tmp_path / "cut", resume=True)
+        fit(detector, scenes.split("train"), scenes.split("val"), other, checkpoint_dir=cut, resume=True)
 
 
 def test_the_heads_are_the_architectures(base_dir):
@@ -115,3 +128,35 @@ def test_coco_and_yolo_give_the_same_training_set_and_the_same_scores(base_dir, 
     detector = Detector.load(base_dir)
     ours, theirs = evaluate(detector, scenes.split("val")), evaluate(detector, yolo.split("val"))
     assert (ours["map"], ours["map_50"], ours["per_class"]) == (theirs["map"], theirs["map_50"], theirs["per_class"])
+
+
+def test_a_trained_adapter_is_served_with_the_answers_it_gave_in_training(base_dir, scenes, whole, tmp_path):
+    import base64
+    from dataclasses import replace
+
+    from exported.handler import WORKER as GENERATED
+    from exported.train_adapter import save_adapter
+    from fastbackend.training.detection import read_image
+    from worker.config import WorkerConfig
+    from worker.runtime import Worker
+
+    detector = whole[2]
+    save_adapter(detector.model, tmp_path / "adapters" / "tiny", base_dir=base_dir, base_name="tiny",
+                 task="object-detection", description="test")  # fmt: skip
+    from PIL import Image
+
+    val = scenes.split("val").items
+    expected = detector.detect([Image.fromarray(read_image(i.path)) for i in val], threshold=0.05, float_boxes=True)
+    base_answers = Detector.load(base_dir).detect([Image.fromarray(read_image(i.path)) for i in val], threshold=0.05)
+    config = WorkerConfig(base_model=str(base_dir), adapters_dir=str(tmp_path / "adapters"), log_level="ERROR")
+    worker = Worker(GENERATED.functions).setup(replace(config))
+    images = [base64.b64encode(i.path.read_bytes()).decode("ascii") for i in val]
+    job = {"images": images, "adapter": "tiny", "threshold": 0.05, "float_boxes": True}
+    served = worker.handle({"id": "t", "input": job})
+    assert served["status"] == "success", served
+    for ours, theirs in zip(served["predictions"], expected):
+        assert [d["label"] for d in ours] == [d["label"] for d in theirs]
+        assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(ours, theirs))
+    base = worker.handle({"id": "b", "input": {"images": images, "threshold": 0.05}})
+    assert [[d["label"] for d in p] for p in base["predictions"]] == [[d["label"] for d in p] for p in base_answers]
+    assert served["predictions"] != base["predictions"], "the adapter changed nothing"

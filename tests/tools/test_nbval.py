@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file and folder under `folder`: (modification time in ns, size); {} when it is missing."""
@@ -28,9 +30,20 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
+def task_folders(root: Path) -> list[str]:
+    """notebooks/<task>/: each task's own demo build, evaluation and training notebooks."""
+    return sorted(p.name for p in (root / "notebooks").iterdir() if p.is_dir() and list(p.glob("*.ipynb")))
+
+
 def test_nbval_runs_every_notebook_on_a_copy_and_leaves_models_untouched(root: Path, tmp_path: Path) -> None:
     project = tmp_path / "project"
-    shutil.copytree(root / "notebooks", project / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    # The top-level notebooks (classification and embeddings, the handler's source); each task
+    # folder's notebooks train demo models of their own, so they run in the `full` test below.
+    shutil.copytree(
+        root / "notebooks",
+        project / "notebooks",
+        ignore=shutil.ignore_patterns(".ipynb_checkpoints", *task_folders(root)),
+    )
     (project / "pyproject.toml").write_text('[tool.pytest.ini_options]\naddopts = "-p no:cacheprovider"\n')
     before = {name: snapshot(root / name) for name in ("models", "notebooks")}
     done = subprocess.run(
@@ -49,3 +62,24 @@ def test_nbval_runs_every_notebook_on_a_copy_and_leaves_models_untouched(root: P
     # notebook 00 built its models in the copy, as it would have in models/
     assert (project / "models" / "base" / "model.safetensors").is_file()
     assert {name: snapshot(root / name) for name in ("models", "notebooks")} == before
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("folder", task_folders(Path(__file__).resolve().parents[2]))
+def test_nbval_runs_each_task_folder_on_a_copy(root: Path, tmp_path: Path, folder: str) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(root / "notebooks" / folder, project / "notebooks" / folder)
+    (project / "pyproject.toml").write_text('[tool.pytest.ini_options]\naddopts = "-p no:cacheprovider"\n')
+    before = snapshot(root / "models")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-v", f"notebooks/{folder}"],
+        cwd=project,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    for notebook in sorted((root / "notebooks" / folder).glob("*.ipynb")):
+        assert re.search(rf"{re.escape(notebook.stem)}(\.|::)ipynb::Cell 0 PASSED", done.stdout), notebook.name
+    assert snapshot(root / "models") == before

@@ -94,21 +94,23 @@ def mixed_inputs(n: int) -> list[dict]:
 
 
 def comparable(output, error) -> tuple:
-    """What must be equal on both surfaces: the output without run-specific fields, and the error.
-    Floats to 5 decimals: a forward batched with other jobs differs in the last bits."""
-
-    def rounded(value):
-        if isinstance(value, float):
-            return round(value, 5)
-        if isinstance(value, list):
-            return [rounded(v) for v in value]
-        if isinstance(value, dict):
-            return {k: rounded(v) for k, v in value.items()}
-        return value
-
+    """What must be equal on both surfaces: the output without run-specific fields, and the error."""
     if error:  # RunPod keeps only the error string of a FAILED job (the local API shows no output)
         return None, error
-    return rounded({k: v for k, v in (output or {}).items() if k not in VOLATILE}), error
+    return {k: v for k, v in (output or {}).items() if k not in VOLATILE}, error
+
+
+def same(a, b, tolerance: float = 1e-4) -> bool:
+    """Equal structures, floats within `tolerance`: a forward batched with other jobs (a mixed batch's
+    one pass per LoRA layer included) differs from a lone one in the last bits, which the answer's
+    5-decimal rounding can turn into 1e-5 either side."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= tolerance
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y, tolerance) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k], tolerance) for k in a)
+    return a == b
 
 
 def test_mixed_jobs_answered_once_with_the_local_api_bodies(production):
@@ -120,9 +122,9 @@ def test_mixed_jobs_answered_once_with_the_local_api_bodies(production):
         local = list(pool.map(lambda i: api.runsync({"input": i}), inputs[:40]))
     for job_id, reference in zip(ids, local):
         (posted,) = queue.results[job_id]
-        assert comparable(posted.body.get("output"), posted.body.get("error")) == comparable(
-            reference.get("output"), reference.get("error")
-        ), job_id
+        ours = comparable(posted.body.get("output"), posted.body.get("error"))
+        theirs = comparable(reference.get("output"), reference.get("error"))
+        assert same(ours, theirs), (job_id, ours, theirs)
     assert all(len(queue.results[i]) == 1 for i in ids), "a job answered twice"
     assert {t["kind"] for t in queue.takes} >= {"job-take-batch"}, "the batch take was never used"
     assert queue.pings and not queue.refused

@@ -3,9 +3,10 @@
 The bucket is a real S3-compatible server on loopback (moto's server mode, tests/fixtures/s3.py),
 reached over HTTP through rp_upload and boto3 as a cloud bucket would be. A tiny random SegFormer
 (tests/fixtures/segmenters.py) segments the photos; every object, read back by its presigned URL,
-equals the mask of the same photo answered inline. A bucket error is UPLOAD_FAILED; without the
-BUCKET_* variables an upload is refused before the work (OUTPUT_TOO_LARGE with the advice when the
-answer could not go inline, INVALID_INPUT otherwise).
+equals the mask of the same photos answered inline (exactly for the same job's photos; on >= 99.9%
+of pixels, as the pipeline parity, where each 12 MP photo's inline reference is a job of its own).
+A bucket error is UPLOAD_FAILED; without the BUCKET_* variables an upload is refused before the
+work (OUTPUT_TOO_LARGE with the advice when the answer could not go inline, INVALID_INPUT otherwise).
 
 In `make test`: small photos in process. Under `make test-full`: 16 photos of 12 MP through RunPod's
 local API, read from a path under FASTBACKEND_INPUT_ROOT (16 of them are over RunPod's 20 MB body).
@@ -137,13 +138,18 @@ def test_16_masks_of_12_mp_photos_answered_as_urls_through_local_api(segformer, 
     assert answer["status"] == "COMPLETED", answer
     predictions = answer["output"]["predictions"]
     assert len(predictions) == 16
+    agreement = []
     for name, masks in zip(names, predictions):
         expected = inline[name]["output"]["predictions"][0]
         assert [m["label"] for m in masks] == [e["label"] for e in expected]
         for entry, theirs in zip(masks, expected):
             mask = _png(object_of(client, entry["mask_url"]))
-            assert mask.shape == (3000, 4000) if name == "china-12mp" else (4000, 3000)
-            assert np.array_equal(mask, _inline(theirs))
+            assert mask.shape == ((3000, 4000) if name == "china-12mp" else (4000, 3000))
+            agreement.append(float((mask == _inline(theirs)).mean()))
+    # The inline reference is each photo alone (16 of them could not go inline): a forward of 16 adds its
+    # sums in another order than one of 1, and the random model's near-ties flip a few pixels' argmax.
+    print(f"{len(agreement)} uploaded masks; agreement with the inline masks: min {min(agreement):.6f}")
+    assert min(agreement) >= 0.999
     with serve_api(root, env=settings, log_file=tmp_path / "b.log") as api:
         started = time.perf_counter()
         refused = api.runsync({"input": job})

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from worker.errors import ModelLoadFailed
+from worker.pixels import rescale_and_normalize
 
 PROCESSOR_FILE = "preprocessor_config.json"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)  # transformers' IMAGENET_DEFAULT_MEAN and _STD
@@ -289,13 +290,8 @@ def prepare(image: Image.Image, processor: DetectionProcessor) -> Prepared:
         raise ValueError(f"a {original[1]}x{original[0]} image resizes to {width}x{height} pixels")
     if (height, width) != original:
         image = image.resize((width, height), resample=processor.resample)
-    x = np.asarray(image).transpose(2, 0, 1)
-    if processor.rescale_factor is not None:
-        x = (x.astype(np.float64) * processor.rescale_factor).astype(np.float32)
-    x = x.astype(np.float32, copy=False)
-    if processor.mean is not None and processor.std is not None:
-        mean, std = (np.array(v, np.float32)[:, None, None] for v in (processor.mean, processor.std))
-        x = (x - mean) / std
+    chw = np.asarray(image).transpose(2, 0, 1)
+    x = rescale_and_normalize(chw, processor.rescale_factor, processor.mean, processor.std)
     padded = processor.pad_size or (height, width)
     if padded[0] < height or padded[1] < width:
         raise ValueError(f"a {width}x{height} resized image is larger than pad_size {padded[1]}x{padded[0]}")

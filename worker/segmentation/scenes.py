@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 SCENE_LABELS = ("background", *(f"digit {d}" for d in range(10)))
-INK_THRESHOLD = 0.5  # a pixel at least half ink is the digit's
+INK_THRESHOLD = 0.4  # a pixel at least 40% ink is the digit's
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,15 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
 def digit_scenes(
     digits: np.ndarray, labels: np.ndarray, count: int, *, seed: int, size: int = 64, shifted: bool = False
 ) -> list[SegmentationScene]:
-    """`count` scenes of `size` x `size` pixels with 1-3 digits of size/4 to size/2 px, possibly touching."""
+    """`count` scenes of `size` x `size` pixels with 1-3 digits of 3/8 to 5/8 of `size`, possibly overlapping
+    (a later digit's ink over an earlier one's)."""
     rng = np.random.default_rng(seed)
     scenes = []
     for _ in range(count):
         canvas = _texture(rng, size)
         mask = np.zeros((size, size), np.uint8)
         for _ in range(int(rng.integers(1, 4))):
-            side = int(rng.integers(size // 4, size // 2 + 1))
+            side = int(rng.integers(size * 3 // 8, size * 5 // 8 + 1))
             x, y = (int(v) for v in rng.integers(0, size - side, 2))
             index = int(rng.integers(0, len(digits)))
             glyph = Image.fromarray((digits[index] * 255 / 16).astype(np.uint8)).resize((side, side), Image.BILINEAR)

@@ -73,7 +73,8 @@ class ObjectDetection(Task):
         return self.processor.resample
 
     def blank_inputs(self) -> Arrays:
-        h, w = self.processor.pad_size or (64, 64)
+        # the shape a 64x64 image is resized to: a model with fixed anchors (RT-DETR's anchor_image_size) takes no other
+        h, w = self.processor.pad_size or resized_size(64, 64, self.processor)
         return {"pixel_values": np.zeros((1, 3, h, w), np.float32), "pixel_mask": np.ones((1, h, w), np.int64)}
 
     def load_model(self, base: Path, device: str, dtype: str) -> Any:
