@@ -40,7 +40,7 @@ def distinct_adapters(source, folder, count: int) -> list[str]:
 
 @pytest.mark.parametrize(
     ("jobs", "adapters", "cache_adapters"),
-    [(300, 60, 8), pytest.param(1000, 200, None, marks=pytest.mark.full)],
+    [(200, 24, 6), pytest.param(1000, 200, None, marks=pytest.mark.full)],
     ids=["small-cache", "issue-size"],
 )
 def test_jobs_over_many_adapters_all_answer_their_own_adapter(
