@@ -35,6 +35,25 @@ def task_folders(root: Path) -> list[str]:
     return sorted(p.name for p in (root / "notebooks").iterdir() if p.is_dir() and list(p.glob("*.ipynb")))
 
 
+def nbval(project: Path, notebooks: Path, folder: str, timeout: int) -> None:
+    """nbval on `project/folder` (a copy of `notebooks`, beside its own pyproject.toml); every
+    notebook of `notebooks` must have run."""
+    (project / "pyproject.toml").write_text('[tool.pytest.ini_options]\naddopts = "-p no:cacheprovider"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-v", folder],
+        cwd=project,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    for notebook in sorted(notebooks.glob("*.ipynb")):
+        # pytest 9 writes nbval's items as `notebooks/00_demo_models::ipynb::Cell 0`
+        ran = re.search(rf"{re.escape(notebook.stem)}(\.|::)ipynb::Cell 0 PASSED", done.stdout)
+        assert ran, f"{notebook.name} did not run: " + done.stdout[-3000:]
+
+
 def test_nbval_runs_every_notebook_on_a_copy_and_leaves_models_untouched(root: Path, tmp_path: Path) -> None:
     project = tmp_path / "project"
     # The top-level notebooks (classification and embeddings, the handler's source); each task
@@ -44,21 +63,8 @@ def test_nbval_runs_every_notebook_on_a_copy_and_leaves_models_untouched(root: P
         project / "notebooks",
         ignore=shutil.ignore_patterns(".ipynb_checkpoints", *task_folders(root)),
     )
-    (project / "pyproject.toml").write_text('[tool.pytest.ini_options]\naddopts = "-p no:cacheprovider"\n')
     before = {name: snapshot(root / name) for name in ("models", "notebooks")}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "-v", "notebooks"],
-        cwd=project,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    for notebook in sorted((root / "notebooks").glob("*.ipynb")):
-        # pytest 9 writes nbval's items as `notebooks/00_demo_models::ipynb::Cell 0`
-        ran = re.search(rf"{re.escape(notebook.stem)}(\.|::)ipynb::Cell 0 PASSED", done.stdout)
-        assert ran, f"{notebook.name} did not run: " + done.stdout[-3000:]
+    nbval(project, root / "notebooks", "notebooks", timeout=1800)
     # notebook 00 built its models in the copy, as it would have in models/
     assert (project / "models" / "base" / "model.safetensors").is_file()
     assert {name: snapshot(root / name) for name in ("models", "notebooks")} == before
@@ -69,17 +75,6 @@ def test_nbval_runs_every_notebook_on_a_copy_and_leaves_models_untouched(root: P
 def test_nbval_runs_each_task_folder_on_a_copy(root: Path, tmp_path: Path, folder: str) -> None:
     project = tmp_path / "project"
     shutil.copytree(root / "notebooks" / folder, project / "notebooks" / folder)
-    (project / "pyproject.toml").write_text('[tool.pytest.ini_options]\naddopts = "-p no:cacheprovider"\n')
     before = snapshot(root / "models")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "-v", f"notebooks/{folder}"],
-        cwd=project,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    for notebook in sorted((root / "notebooks" / folder).glob("*.ipynb")):
-        assert re.search(rf"{re.escape(notebook.stem)}(\.|::)ipynb::Cell 0 PASSED", done.stdout), notebook.name
+    nbval(project, root / "notebooks" / folder, f"notebooks/{folder}", timeout=3600)
     assert snapshot(root / "models") == before
