@@ -76,4 +76,8 @@ if __name__ == "__main__":
     WORKER.setup_or_exit(sdk)
     import runpod  # already imported by the thread: instant
 
+    from worker import draining
+
+    draining.install()  # on SIGTERM, a job taken while the SDK stops is still answered
+
     runpod.serverless.start({"handler": async_handler if WORKER.concurrent else handler, **WORKER.start_options()})
