@@ -5,7 +5,7 @@
 A tiny DETR-family detector of the tests (tests/fixtures/detection.py) with its processor at its
 class defaults (shortest edge 800, longest 1333: what real checkpoints ship) answers scikit-learn's
 two photos at about 1 MP as JPEG (1224x816 and 816x1224 portrait, so a job of 8 holds two
-shapes). Per job of 1 and 8 images, the median of `--repeats`:
+shapes). Per job of 1 and 8 images, the median of `--repeats`, the two sides' samples interleaved:
 
 - pipeline: `pipe(images, threshold=0.5)` on the decoded JPEGs (decoding counted), one image per
   forward, as it runs;
@@ -58,6 +58,18 @@ def _median(run, repeats: int) -> float:
     return median_ms(samples)
 
 
+def _paired_medians(ours, theirs, repeats: int) -> tuple[float, float]:
+    """Medians of both sides, their samples interleaved: on a shared machine a load burst then falls on
+    both sides alike, instead of on whichever ran its repeats back to back during it (issue 27)."""
+    samples: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for run, into in ((theirs, samples[1]), (ours, samples[0])):
+            start = time.perf_counter()
+            run()
+            into.append(time.perf_counter() - start)
+    return median_ms(samples[0]), median_ms(samples[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
@@ -95,8 +107,7 @@ def main() -> None:
 
             assert worker.handle(job)["status"] == "success"
             by_pipeline()  # warm both
-            theirs = _median(by_pipeline, repeats)
-            ours = _median(lambda job=job: worker.handle(job), repeats)
+            ours, theirs = _paired_medians(lambda job=job: worker.handle(job), by_pipeline, repeats)
             rows.append([batch, "handler (base64 JPEG job)", ours, theirs, f"{theirs / ours:.2f}x"])
             record[f"batch_{batch}"] = {"handler_ms": ours, "pipeline_ms": theirs, "speedup": round(theirs / ours, 3)}
         images = [Image.open(io.BytesIO(j)).convert("RGB") for j in _jpegs(8)]
